@@ -1,0 +1,739 @@
+//! Configuration: TOML text → [`raw`] serde structs → validated [`Config`].
+//!
+//! Every problem is reported with its key path and line, e.g.
+//! `relay[1].upstream (line 7): missing port`, and validation collects all
+//! problems instead of stopping at the first.
+
+pub mod duration;
+pub mod raw;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::acl::{Acl, Action, Cidr, Rule};
+use duration::parse_duration;
+use raw::{RawConfig, RawKeepalive, RawRelay};
+
+/// Default TCP idle timeout, as stone's `-T`.
+pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(600);
+/// Default UDP session idle timeout.
+pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(60);
+/// Default per-address connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default drain deadline after SIGTERM.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// Default TCP connection limit per relay. Each relayed connection costs six
+/// file descriptors at most (two sockets, two lazily created pipes).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default UDP session limit per relay.
+pub const DEFAULT_MAX_SESSIONS: usize = 1_024;
+
+/// A validated run configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// How long to let connections finish after a stop signal.
+    pub drain_timeout: Duration,
+    /// The relays to run.
+    pub relays: Vec<RelayConfig>,
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// Append to this file instead of stderr.
+    pub file: Option<PathBuf>,
+    /// Minimum level (`info` unless set).
+    pub level: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// stone-style text lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Transport of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Stream relay.
+    Tcp,
+    /// Datagram relay with per-client sessions.
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// An upstream `host:port`; the host is resolved per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// A DNS name or a literal address.
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+}
+
+impl Upstream {
+    /// Parses `host:port`, `1.2.3.4:port` or `[v6]:port`.
+    pub fn parse(text: &str) -> Result<Upstream, String> {
+        let text = text.trim();
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?}: missing ']' after IPv6 address"))?;
+            let port = after
+                .strip_prefix(':')
+                .ok_or_else(|| format!("{text:?}: missing port"))?;
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{text:?}: {host:?} is not an IPv6 address"))?;
+            (host, port)
+        } else {
+            match text.rsplit_once(':') {
+                None => return Err(format!("{text:?}: missing port")),
+                Some((host, _)) if host.contains(':') => {
+                    return Err(format!("{text:?}: write IPv6 addresses as [addr]:port"))
+                }
+                Some((host, port)) => (host, port),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{text:?}: missing host"));
+        }
+        if host.parse::<IpAddr>().is_err() && !valid_hostname(host) {
+            return Err(format!("{text:?}: {host:?} is not a valid host name"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{text:?}: port must be 1..=65535"))?;
+        Ok(Upstream {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// The host as a literal address, when it is one (no resolution needed).
+    pub fn literal(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn valid_hostname(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// TCP keep-alive settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub time: Duration,
+    /// Interval between probes.
+    pub interval: Option<Duration>,
+    /// Probes before giving up.
+    pub retries: Option<u32>,
+}
+
+/// One validated relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Name used in logs.
+    pub name: String,
+    /// tcp or udp.
+    pub protocol: Protocol,
+    /// Local address to bind.
+    pub listen: SocketAddr,
+    /// Destination.
+    pub upstream: Upstream,
+    /// Per-address connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle timeout for a connection or UDP session.
+    pub idle_timeout: Duration,
+    /// TCP connection limit.
+    pub max_connections: usize,
+    /// UDP session limit.
+    pub max_sessions: usize,
+    /// Client access control.
+    pub acl: Acl,
+    /// TCP_NODELAY on both sides.
+    pub nodelay: bool,
+    /// TCP keep-alive on both sides.
+    pub keepalive: Option<Keepalive>,
+}
+
+impl RelayConfig {
+    /// A TCP relay with every default, for tests and programmatic use.
+    pub fn tcp(name: &str, listen: SocketAddr, upstream: Upstream) -> RelayConfig {
+        RelayConfig {
+            name: name.to_string(),
+            protocol: Protocol::Tcp,
+            listen,
+            upstream,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_TCP_IDLE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            acl: Acl::default(),
+            nodelay: true,
+            keepalive: None,
+        }
+    }
+
+    /// A UDP relay with every default.
+    pub fn udp(name: &str, listen: SocketAddr, upstream: Upstream) -> RelayConfig {
+        RelayConfig {
+            protocol: Protocol::Udp,
+            idle_timeout: DEFAULT_UDP_IDLE,
+            ..RelayConfig::tcp(name, listen, upstream)
+        }
+    }
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path such as `relay[1].upstream`.
+    pub path: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{} (line {}): {}", self.path, line, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not valid.
+    #[error("{}", format_problems(.path, .problems))]
+    Invalid {
+        /// The file (or `<string>`).
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = format!("invalid config {}:", path.display());
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and validates config text, returning every problem on failure.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let deserializer = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let line = inner.span().map(|s| line_of(text, s.start));
+            vec![Problem {
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                line,
+                message: inner.message().to_string(),
+            }]
+        })?;
+        Validator {
+            text,
+            problems: Vec::new(),
+        }
+        .config(raw)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+struct Validator<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem<T>(&mut self, path: &str, value: &Spanned<T>, message: String) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            line: Some(line_of(self.text, value.span().start)),
+            message,
+        });
+    }
+
+    fn missing(&mut self, path: &str, message: &str) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            line: None,
+            message: message.to_string(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, value: &Option<Spanned<String>>) -> Option<Duration> {
+        let value = value.as_ref()?;
+        match parse_duration(value.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(path, value, e);
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, path: &str, value: &Option<Spanned<i64>>, max: i64) -> Option<usize> {
+        let value = value.as_ref()?;
+        let n = *value.get_ref();
+        if n < 1 || n > max {
+            self.problem(path, value, format!("must be between 1 and {max}, got {n}"));
+            return None;
+        }
+        usize::try_from(n).ok()
+    }
+
+    fn config(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+        let format = match raw.log.format.as_ref() {
+            None => LogFormat::Text,
+            Some(f) => match f.get_ref().as_str() {
+                "text" | "stone" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    self.problem(
+                        "log.format",
+                        f,
+                        format!("unknown format {other:?}; use \"text\" or \"json\""),
+                    );
+                    LogFormat::Text
+                }
+            },
+        };
+        if let Some(level) = raw.log.level.as_ref() {
+            if !["error", "warn", "info", "debug", "trace"].contains(&level.get_ref().as_str()) {
+                self.problem(
+                    "log.level",
+                    level,
+                    format!(
+                        "unknown level {:?}; use error, warn, info, debug or trace",
+                        level.get_ref()
+                    ),
+                );
+            }
+        }
+        let log = LogConfig {
+            format,
+            file: raw.log.file.map(PathBuf::from),
+            level: raw.log.level.map(Spanned::into_inner),
+        };
+        let drain_timeout = self
+            .duration("server.drain_timeout", &raw.server.drain_timeout)
+            .unwrap_or(DEFAULT_DRAIN);
+        if raw.relay.is_empty() {
+            self.missing("relay", "no [[relay]] defined; nothing to run");
+        }
+        let mut relays = Vec::new();
+        for (i, r) in raw.relay.iter().enumerate() {
+            if let Some(relay) = self.relay(i, r) {
+                relays.push(relay);
+            }
+        }
+        self.cross_checks(&raw.relay, &relays);
+        if self.problems.is_empty() {
+            Ok(Config {
+                log,
+                drain_timeout,
+                relays,
+            })
+        } else {
+            Err(self.problems)
+        }
+    }
+
+    fn relay(&mut self, i: usize, r: &RawRelay) -> Option<RelayConfig> {
+        let key = |field: &str| format!("relay[{i}].{field}");
+        let before = self.problems.len();
+        let protocol = match r.protocol.as_ref() {
+            None => Protocol::Tcp,
+            Some(p) => match p.get_ref().as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                other => {
+                    self.problem(
+                        &key("protocol"),
+                        p,
+                        format!("unknown protocol {other:?}; use \"tcp\" or \"udp\""),
+                    );
+                    Protocol::Tcp
+                }
+            },
+        };
+        let listen = match r.listen.as_ref() {
+            None => {
+                self.missing(&key("listen"), "missing; e.g. listen = \"0.0.0.0:80\"");
+                None
+            }
+            Some(l) => match l.get_ref().trim().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.problem(
+                        &key("listen"),
+                        l,
+                        format!(
+                            "{:?} is not an address:port (use \"0.0.0.0:80\" or \"[::]:80\")",
+                            l.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let upstream = match r.upstream.as_ref() {
+            None => {
+                self.missing(&key("upstream"), "missing; e.g. upstream = \"host:80\"");
+                None
+            }
+            Some(u) => match Upstream::parse(u.get_ref()) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    self.problem(&key("upstream"), u, e);
+                    None
+                }
+            },
+        };
+        let connect_timeout = self
+            .duration(&key("connect_timeout"), &r.connect_timeout)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let idle_default = match protocol {
+            Protocol::Tcp => DEFAULT_TCP_IDLE,
+            Protocol::Udp => DEFAULT_UDP_IDLE,
+        };
+        let idle_timeout = self
+            .duration(&key("idle_timeout"), &r.idle_timeout)
+            .unwrap_or(idle_default);
+        for (name, d) in [
+            ("connect_timeout", connect_timeout),
+            ("idle_timeout", idle_timeout),
+        ] {
+            if d.is_zero() {
+                self.missing(&key(name), "must be greater than zero");
+            }
+        }
+        let max_connections = self
+            .count(&key("max_connections"), &r.max_connections, 1_000_000)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let max_sessions = self
+            .count(&key("max_sessions"), &r.max_sessions, 1_000_000)
+            .unwrap_or(DEFAULT_MAX_SESSIONS);
+        if protocol == Protocol::Udp {
+            if r.max_connections.is_some() {
+                self.missing(
+                    &key("max_connections"),
+                    "applies to tcp relays; use max_sessions for udp",
+                );
+            }
+            if r.keepalive.is_some() {
+                self.missing(&key("keepalive"), "applies to tcp relays only");
+            }
+        } else if r.max_sessions.is_some() {
+            self.missing(
+                &key("max_sessions"),
+                "applies to udp relays; use max_connections for tcp",
+            );
+        }
+        let acl = self.acl(i, r);
+        let keepalive = r.keepalive.as_ref().and_then(|k| self.keepalive(i, k));
+        let name = match r.name.as_ref() {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                self.problem(&key("name"), n, "must not be empty".into());
+                String::new()
+            }
+            Some(n) => n.get_ref().clone(),
+            None => format!("relay{i}"),
+        };
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(RelayConfig {
+            name,
+            protocol,
+            listen: listen?,
+            upstream: upstream?,
+            connect_timeout,
+            idle_timeout,
+            max_connections,
+            max_sessions,
+            acl,
+            nodelay: r.nodelay.unwrap_or(true),
+            keepalive,
+        })
+    }
+
+    fn acl(&mut self, i: usize, r: &RawRelay) -> Acl {
+        let mut rules = Vec::new();
+        if r.acl.is_some() && (r.allow.is_some() || r.deny.is_some()) {
+            self.missing(
+                &format!("relay[{i}].acl"),
+                "use either the ordered `acl` list or `allow`/`deny`, not both",
+            );
+        }
+        let mut push =
+            |v: &mut Self, path: String, action: Action, entry: &Spanned<String>, text: &str| {
+                match Cidr::parse_list_entry(text) {
+                    Ok(blocks) => {
+                        rules.extend(blocks.into_iter().map(|block| Rule { action, block }))
+                    }
+                    Err(e) => v.problem(&path, entry, e),
+                }
+            };
+        // Exclusions are listed before the broad allow on purpose: that is
+        // how people read "allow 10/8 except 10.0.10.66".
+        for (j, e) in r.deny.iter().flatten().enumerate() {
+            push(
+                self,
+                format!("relay[{i}].deny[{j}]"),
+                Action::Deny,
+                e,
+                e.get_ref(),
+            );
+        }
+        for (j, e) in r.allow.iter().flatten().enumerate() {
+            push(
+                self,
+                format!("relay[{i}].allow[{j}]"),
+                Action::Allow,
+                e,
+                e.get_ref(),
+            );
+        }
+        for (j, e) in r.acl.iter().flatten().enumerate() {
+            let path = format!("relay[{i}].acl[{j}]");
+            let text = e.get_ref().trim();
+            match text.split_once(char::is_whitespace) {
+                Some(("allow", rest)) => push(self, path, Action::Allow, e, rest.trim()),
+                Some(("deny", rest)) => push(self, path, Action::Deny, e, rest.trim()),
+                _ => self.problem(
+                    &path,
+                    e,
+                    format!("{text:?}: expected \"allow <cidr>\" or \"deny <cidr>\""),
+                ),
+            }
+        }
+        Acl::new(rules)
+    }
+
+    fn keepalive(&mut self, i: usize, k: &RawKeepalive) -> Option<Keepalive> {
+        let key = |f: &str| format!("relay[{i}].keepalive.{f}");
+        let time = self.duration(&key("time"), &k.time);
+        let interval = self.duration(&key("interval"), &k.interval);
+        let retries = self
+            .count(&key("retries"), &k.retries, 127)
+            .map(|n| n as u32);
+        Some(Keepalive {
+            time: time.unwrap_or(Duration::from_secs(60)),
+            interval,
+            retries,
+        })
+    }
+
+    fn cross_checks(&mut self, raw: &[RawRelay], relays: &[RelayConfig]) {
+        for (a_idx, a) in relays.iter().enumerate() {
+            for b in &relays[..a_idx] {
+                let i = raw
+                    .iter()
+                    .position(|r| r.name.as_ref().map(|n| n.get_ref()) == Some(&a.name))
+                    .unwrap_or(a_idx);
+                if a.name == b.name {
+                    self.missing(
+                        &format!("relay[{i}].name"),
+                        &format!("duplicate relay name {:?}", a.name),
+                    );
+                }
+                if a.listen == b.listen && a.protocol == b.protocol {
+                    self.missing(
+                        &format!("relay[{a_idx}].listen"),
+                        &format!(
+                            "{} {} is already used by relay {:?}",
+                            a.protocol, a.listen, b.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_relay_gets_defaults() {
+        let c = Config::parse("[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"oss-ap-northeast-1-internal.aliyuncs.com:80\"\n").unwrap();
+        let r = &c.relays[0];
+        assert_eq!(r.name, "relay0");
+        assert_eq!(r.protocol, Protocol::Tcp);
+        assert_eq!(r.idle_timeout, DEFAULT_TCP_IDLE);
+        assert_eq!(r.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(r.upstream.port, 80);
+        assert_eq!(c.drain_timeout, DEFAULT_DRAIN);
+    }
+
+    #[test]
+    fn upstream_forms() {
+        assert_eq!(
+            Upstream::parse("[::1]:53").unwrap().literal(),
+            Some("[::1]:53".parse().unwrap())
+        );
+        assert_eq!(
+            Upstream::parse("10.0.0.1:80").unwrap().to_string(),
+            "10.0.0.1:80"
+        );
+        assert!(Upstream::parse("example.com")
+            .unwrap_err()
+            .contains("missing port"));
+        assert!(Upstream::parse("example.com:0")
+            .unwrap_err()
+            .contains("port"));
+        assert!(Upstream::parse("::1:80")
+            .unwrap_err()
+            .contains("[addr]:port"));
+        assert!(Upstream::parse("bad host:80")
+            .unwrap_err()
+            .contains("valid host"));
+    }
+
+    #[test]
+    fn every_problem_has_path_and_line() {
+        let text = "[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"a:1\"\n\n[[relay]]\nlisten = \"nope\"\nupstream = \"oss.example\"\nidle_timeout = \"5\"\n";
+        let problems = Config::parse(text).unwrap_err();
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(shown.contains(&"relay[1].listen (line 6): \"nope\" is not an address:port (use \"0.0.0.0:80\" or \"[::]:80\")".to_string()), "{shown:?}");
+        assert!(shown.iter().any(|s| s.starts_with("relay[1].upstream (line 7):") && s.contains("missing port")), "{shown:?}");
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("relay[1].idle_timeout (line 8):")),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_path() {
+        let problems = Config::parse(
+            "[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"a:1\"\nupstrem = \"b:2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].message.contains("unknown field `upstrem`"),
+            "{:?}",
+            problems[0]
+        );
+        assert_eq!(problems[0].line, Some(4));
+        assert!(
+            problems[0].path.starts_with("relay[0]"),
+            "{:?}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn duplicate_listen_is_reported() {
+        let problems = Config::parse("[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"a:1\"\n[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"b:1\"\n").unwrap_err();
+        assert!(
+            problems[0].to_string().contains("already used"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn ordered_acl_and_shorthand() {
+        let c = Config::parse("[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"a:1\"\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.0.10.66\"]\n").unwrap();
+        let acl = &c.relays[0].acl;
+        assert_eq!(acl.check("10.0.10.66".parse().unwrap()).0, Action::Deny);
+        assert_eq!(acl.check("10.0.10.30".parse().unwrap()).0, Action::Allow);
+        assert_eq!(acl.check("192.0.2.1".parse().unwrap()).0, Action::Deny);
+        let bad = Config::parse("[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"a:1\"\nacl = [\"permit 10.0.0.0/8\"]\n").unwrap_err();
+        assert_eq!(bad[0].path, "relay[0].acl[0]");
+        assert_eq!(bad[0].line, Some(4));
+    }
+}

@@ -1,0 +1,85 @@
+//! The config file exactly as written: serde structs that reject unknown
+//! keys. Fields that need validation keep their source span so problems can
+//! be reported with a line number.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Top level of a run config.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Application and access log settings.
+    #[serde(default)]
+    pub log: RawLog,
+    /// Process-wide settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// One entry per relay (`[[relay]]`).
+    #[serde(default)]
+    pub relay: Vec<RawRelay>,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `"text"` (stone-style lines) or `"json"` (one object per line).
+    pub format: Option<Spanned<String>>,
+    /// A file to append to instead of stderr.
+    pub file: Option<String>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: Option<Spanned<String>>,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// How long open connections may run after SIGTERM/SIGINT.
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+/// `[[relay]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    /// A name for logs; defaults to `relay<N>`.
+    pub name: Option<Spanned<String>>,
+    /// `tcp` (default) or `udp`.
+    pub protocol: Option<Spanned<String>>,
+    /// Local address, e.g. `0.0.0.0:80` or `[::]:80`.
+    pub listen: Option<Spanned<String>>,
+    /// Where connections go, `host:port`.
+    pub upstream: Option<Spanned<String>>,
+    /// Per-address connect timeout.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Close connections (TCP) or sessions (UDP) silent for this long.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// TCP: concurrent connections before new ones are refused.
+    pub max_connections: Option<Spanned<i64>>,
+    /// UDP: concurrent client sessions before the least recently used is evicted.
+    pub max_sessions: Option<Spanned<i64>>,
+    /// Clients allowed (addresses or CIDRs); checked after `deny`.
+    pub allow: Option<Vec<Spanned<String>>>,
+    /// Clients refused (addresses or CIDRs); checked first.
+    pub deny: Option<Vec<Spanned<String>>>,
+    /// Ordered rules: `"allow 10.0.0.0/8"`, `"deny 10.0.10.66"`.
+    pub acl: Option<Vec<Spanned<String>>>,
+    /// Set TCP_NODELAY on both sides (default true).
+    pub nodelay: Option<bool>,
+    /// TCP keep-alive on both sides.
+    pub keepalive: Option<RawKeepalive>,
+}
+
+/// `keepalive = { time = "60s", interval = "10s", retries = 3 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeepalive {
+    /// Idle time before the first probe.
+    pub time: Option<Spanned<String>>,
+    /// Time between probes.
+    pub interval: Option<Spanned<String>>,
+    /// Unanswered probes before the connection is dropped.
+    pub retries: Option<Spanned<i64>>,
+}

@@ -1,0 +1,171 @@
+//! The `ossrelay` command line: subcommands, logging set-up, signals and
+//! exit codes (0 success, 2 bad usage or config, 1 runtime failure).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ossrelay::config::{Config, ConfigError, LogFormat};
+use ossrelay::Error;
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  ossrelay run -c examples/oss-tokyo.toml
+  ossrelay run -c /etc/ossrelay/relay.toml --check
+  ossrelay run -c relay.toml --log-format json --log-file /var/log/ossrelay.log";
+
+/// A fast, policy-aware relay for private access to Alibaba Cloud OSS
+/// intranet endpoints and S3-compatible object storage.
+#[derive(Parser, Debug)]
+#[command(name = "ossrelay", version, about, after_help = RUN_EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the relays described by a TOML config file.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run {
+        /// Path of the TOML config.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// Validate the config, print "ok" or every problem, and exit (0 or 2).
+        #[arg(long)]
+        check: bool,
+        /// Override the config's log format.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        log_format: Option<FormatArg>,
+        /// Override the config's log destination (default: stderr).
+        #[arg(long, value_name = "PATH")]
+        log_file: Option<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    /// stone-style lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            config,
+            check,
+            log_format,
+            log_file,
+        } => run(config, check, log_format, log_file),
+    }
+}
+
+fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathBuf>) -> ExitCode {
+    let mut config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ossrelay: {e}");
+            return ExitCode::from(match e {
+                ConfigError::Read { .. } | ConfigError::Invalid { .. } => 2,
+            });
+        }
+    };
+    if check {
+        println!("ok");
+        return ExitCode::SUCCESS;
+    }
+    if let Some(f) = format {
+        config.log.format = match f {
+            FormatArg::Text => LogFormat::Text,
+            FormatArg::Json => LogFormat::Json,
+        };
+    }
+    if let Some(f) = file {
+        config.log.file = Some(f);
+    }
+    let level = config.log.level.clone().unwrap_or_else(|| "info".into());
+    if let Err(e) =
+        ossrelay::observe::logfmt::init(config.log.format, &level, config.log.file.as_deref())
+    {
+        eprintln!("ossrelay: {e}");
+        return ExitCode::from(1);
+    }
+    raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ossrelay: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(ossrelay::run(config, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ossrelay: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &Error) -> u8 {
+    e.exit_code().clamp(1, 255) as u8
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM ({e}); only SIGINT stops the relay");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Each relayed TCP connection can use six descriptors (two sockets, two
+/// pipes), so the common soft limit of 1024 would cap a relay at ~170
+/// connections. Raise the soft limit to the hard limit.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the rlimit struct we own and pass by
+        // valid pointer; RLIMIT_NOFILE is a valid resource.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0
+            && lim.rlim_cur < lim.rlim_max
+        {
+            lim.rlim_cur = lim.rlim_max;
+            // SAFETY: setrlimit only reads the struct; raising the soft limit
+            // up to the hard limit needs no privilege.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+                tracing::warn!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Log line formats and logging set-up.
+//!
+//! Text lines imitate stone (`Nov 29 12:40:51.286076 2276 stone 3: accepted
+//! TCP 5 from 127.0.0.1:56866 mode=0`) followed by `key=value` fields, so
+//! existing grep patterns keep working. JSON gives one object per line with
+//! every field at the top level.
+
+use std::fmt::{self, Write as _};
+use std::fs::OpenOptions;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+use super::time::Civil;
+use crate::config::LogFormat;
+
+/// A `FormatEvent` for both formats.
+pub struct LineFormat {
+    format: LogFormat,
+    pid: u32,
+}
+
+impl LineFormat {
+    /// A formatter for `format`.
+    pub fn new(format: LogFormat) -> LineFormat {
+        LineFormat {
+            format,
+            pid: std::process::id(),
+        }
+    }
+}
+
+enum Value {
+    Str(String),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    rest: Vec<(&'static str, Value)>,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            self.rest
+                .push((field.name(), Value::Str(format!("{value:?}"))));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.rest
+                .push((field.name(), Value::Str(value.to_string())));
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.rest.push((field.name(), Value::Int(value)));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.rest.push((field.name(), Value::Uint(value)));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.rest.push((field.name(), Value::Float(value)));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.rest.push((field.name(), Value::Bool(value)));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let now = Civil::now();
+        let meta = event.metadata();
+        match self.format {
+            LogFormat::Text => {
+                write!(writer, "{} {} ", now.stone(), self.pid)?;
+                if *meta.level() < tracing::Level::INFO || *meta.level() > tracing::Level::DEBUG {
+                    // stone has no levels; only mark the unusual ones.
+                    write!(writer, "{} ", meta.level())?;
+                }
+                writer.write_str(&fields.message)?;
+                for (name, value) in &fields.rest {
+                    if *name == "event" {
+                        continue;
+                    }
+                    write!(writer, " {name}=")?;
+                    match value {
+                        Value::Str(s) if s.is_empty() || s.contains(' ') => {
+                            write!(writer, "{s:?}")?
+                        }
+                        Value::Str(s) => writer.write_str(s)?,
+                        Value::Int(i) => write!(writer, "{i}")?,
+                        Value::Uint(u) => write!(writer, "{u}")?,
+                        Value::Float(f) => write!(writer, "{f:.3}")?,
+                        Value::Bool(b) => write!(writer, "{b}")?,
+                    }
+                }
+                writeln!(writer)
+            }
+            LogFormat::Json => {
+                let mut obj = serde_json::Map::new();
+                obj.insert("time".into(), now.rfc3339().into());
+                obj.insert(
+                    "level".into(),
+                    meta.level().as_str().to_ascii_lowercase().into(),
+                );
+                obj.insert("target".into(), meta.target().into());
+                obj.insert("message".into(), fields.message.into());
+                for (name, value) in fields.rest {
+                    let v = match value {
+                        Value::Str(s) => serde_json::Value::from(s),
+                        Value::Int(i) => i.into(),
+                        Value::Uint(u) => u.into(),
+                        Value::Float(f) => {
+                            serde_json::Number::from_f64((f * 1000.0).round() / 1000.0)
+                                .map(serde_json::Value::Number)
+                                .unwrap_or(serde_json::Value::Null)
+                        }
+                        Value::Bool(b) => b.into(),
+                    };
+                    obj.insert(name.into(), v);
+                }
+                let line = serde_json::Value::Object(obj).to_string();
+                writeln!(writer, "{line}")
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber. `level` is a default that `RUST_LOG`
+/// overrides. Errors name the log file that could not be opened.
+pub fn init(format: LogFormat, level: &str, file: Option<&Path>) -> io::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,ossrelay={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .event_format(LineFormat::new(format));
+    let result = match file {
+        Some(path) => {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot open log file {}: {e}", path.display()),
+                    )
+                })?;
+            builder.with_writer(Arc::new(f)).try_init()
+        }
+        None => builder.with_writer(io::stderr).try_init(),
+    };
+    // A second init (tests, the demo) keeps the first subscriber; that is fine.
+    let _ = result;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Observability: the per-connection access record and the log line formats.
+
+pub mod access;
+pub mod logfmt;
+pub mod time;

@@ -1,0 +1,8 @@
+//! The repeaters: TCP ([`tcp`]) and UDP ([`udp`]), and the byte pump that
+//! moves a TCP pair's data ([`copy`], zero-copy via [`splice`] on Linux).
+
+pub mod copy;
+#[cfg(target_os = "linux")]
+pub mod splice;
+pub mod tcp;
+pub mod udp;

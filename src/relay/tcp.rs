@@ -1,0 +1,245 @@
+//! The TCP repeater: an accept loop that checks the ACL and the connection
+//! limit, and one task per connection that resolves, connects and relays.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::copy::{self, Meter};
+use crate::acl::{canonical, Action};
+use crate::config::{Keepalive, Protocol, RelayConfig};
+use crate::observe::access::{AccessRecord, CloseReason};
+use crate::resolve::{lookup, Resolve};
+
+/// A bound TCP relay, ready to serve.
+pub struct TcpRelay {
+    cfg: Arc<RelayConfig>,
+    listener: TcpListener,
+    resolver: Arc<dyn Resolve>,
+    limit: Arc<Semaphore>,
+    id: i32,
+}
+
+/// What every connection task of one relay shares.
+struct Shared {
+    cfg: Arc<RelayConfig>,
+    resolver: Arc<dyn Resolve>,
+    id: i32,
+}
+
+impl TcpRelay {
+    /// Wraps a listener the caller bound (so tests can bind port 0).
+    pub fn new(
+        cfg: Arc<RelayConfig>,
+        listener: TcpListener,
+        resolver: Arc<dyn Resolve>,
+    ) -> TcpRelay {
+        let id = listener.as_raw_fd();
+        let limit = Arc::new(Semaphore::new(cfg.max_connections));
+        TcpRelay {
+            cfg,
+            listener,
+            resolver,
+            limit,
+            id,
+        }
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// stone's relay number (the listening descriptor).
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    /// Accepts until `stop` is cancelled. Connection tasks go on `tracker`
+    /// and end early only when `force` is cancelled.
+    pub async fn serve(
+        self,
+        stop: CancellationToken,
+        force: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let shared = Arc::new(Shared {
+            cfg: self.cfg.clone(),
+            resolver: self.resolver.clone(),
+            id: self.id,
+        });
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = self.listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, the
+                    // process stays up and recovers when descriptors free up.
+                    tracing::error!(relay = %self.cfg.name, "stone {}: accept failed: {e}", self.id);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
+            let (action, rule) = self.cfg.acl.check(peer.ip());
+            if action == Action::Deny {
+                let why = rule.map_or_else(
+                    || "no allow rule matched".to_string(),
+                    |r| format!("deny {}", r.block),
+                );
+                tracing::warn!(relay = %self.cfg.name, "stone {}: denied TCP {} from {peer} ({why})", self.id, stream.as_raw_fd());
+                refuse(&shared, &stream, peer, CloseReason::RefusedAcl);
+                continue;
+            }
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    relay = %self.cfg.name,
+                    "stone {}: connection limit {} reached, refusing TCP {} from {peer}",
+                    self.id, self.cfg.max_connections, stream.as_raw_fd()
+                );
+                refuse(&shared, &stream, peer, CloseReason::RefusedLimit);
+                continue;
+            };
+            let shared = shared.clone();
+            let force = force.clone();
+            tracker.spawn(async move {
+                handle(&shared, stream, peer, &force).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, reason: CloseReason) {
+    AccessRecord {
+        relay: &shared.cfg.name,
+        protocol: Protocol::Tcp,
+        listener_id: shared.id,
+        conn_id: stream.as_raw_fd(),
+        client: peer,
+        upstream: None,
+        bytes_from_client: 0,
+        bytes_to_client: 0,
+        duration: Duration::ZERO,
+        reason,
+    }
+    .emit();
+}
+
+async fn handle(shared: &Shared, client: TcpStream, peer: SocketAddr, force: &CancellationToken) {
+    let cfg = &shared.cfg;
+    let meter = Meter::new();
+    let fd = client.as_raw_fd();
+    tracing::info!(relay = %cfg.name, "stone {}: accepted TCP {fd} from {peer} mode=0", shared.id);
+    set_options(&client, cfg);
+    let connected = tokio::select! {
+        r = connect(cfg, shared.resolver.as_ref()) => r,
+        _ = force.cancelled() => Err("shutting down".to_string()),
+    };
+    let mut record = AccessRecord {
+        relay: &cfg.name,
+        protocol: Protocol::Tcp,
+        listener_id: shared.id,
+        conn_id: fd,
+        client: peer,
+        upstream: None,
+        bytes_from_client: 0,
+        bytes_to_client: 0,
+        duration: Duration::ZERO,
+        reason: CloseReason::ConnectFailed,
+    };
+    let (upstream, addr) = match connected {
+        Ok(pair) => pair,
+        Err(why) => {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect to {} failed: {why}", shared.id, cfg.upstream);
+            record.duration = meter.elapsed();
+            record.emit();
+            return;
+        }
+    };
+    record.upstream = Some(addr);
+    set_options(&upstream, cfg);
+    tracing::debug!(relay = %cfg.name, "{} TCP {fd}: established to {} {addr}", shared.id, upstream.as_raw_fd());
+    let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, &meter).await;
+    if let Some(err) = &outcome.error {
+        tracing::debug!(relay = %cfg.name, "{} TCP {fd}: {err}", shared.id);
+        // Pass the failure on: a reset on one side becomes a reset on the
+        // other instead of a clean FIN that would look like a whole reply.
+        for s in [&client, &upstream] {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+    record.bytes_from_client = meter.from_client.load(std::sync::atomic::Ordering::Relaxed);
+    record.bytes_to_client = meter.to_client.load(std::sync::atomic::Ordering::Relaxed);
+    record.duration = meter.elapsed();
+    record.reason = outcome.reason;
+    drop(client);
+    drop(upstream);
+    record.emit();
+}
+
+/// Tries every resolved address in turn, each with the connect timeout.
+async fn connect(
+    cfg: &RelayConfig,
+    resolver: &dyn Resolve,
+) -> Result<(TcpStream, SocketAddr), String> {
+    let addrs = match cfg.upstream.literal() {
+        Some(addr) => vec![addr],
+        None => match tokio::time::timeout(
+            cfg.connect_timeout,
+            lookup(resolver, &cfg.upstream.host, cfg.upstream.port),
+        )
+        .await
+        {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(e)) => return Err(format!("resolve: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "resolve: timed out after {:?}",
+                    cfg.connect_timeout
+                ))
+            }
+        },
+    };
+    let mut errors = Vec::new();
+    for addr in addrs {
+        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok((stream, addr)),
+            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+            Err(_) => errors.push(format!("{addr}: timed out after {:?}", cfg.connect_timeout)),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+fn set_options(stream: &TcpStream, cfg: &RelayConfig) {
+    if cfg.nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    if let Some(k) = cfg.keepalive {
+        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive(k));
+    }
+}
+
+fn keepalive(k: Keepalive) -> socket2::TcpKeepalive {
+    let mut ka = socket2::TcpKeepalive::new().with_time(k.time);
+    if let Some(i) = k.interval {
+        ka = ka.with_interval(i);
+    }
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    if let Some(r) = k.retries {
+        ka = ka.with_retries(r);
+    }
+    ka
+}

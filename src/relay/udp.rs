@@ -1,0 +1,366 @@
+//! The UDP repeater. Each client address gets a session with its own
+//! connected upstream socket, so replies find their way back to the right
+//! client. Sessions end after their idle timeout; when the session limit is
+//! reached the least recently used one is evicted (stone's `-u`).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::acl::{canonical, Action};
+use crate::config::{Protocol, RelayConfig};
+use crate::observe::access::{AccessRecord, CloseReason};
+use crate::resolve::{lookup, Resolve};
+
+/// Largest UDP payload over IPv4, plus slack so truncation is detectable.
+const DATAGRAM_BUF: usize = 65_536;
+/// After a stop signal, sessions stay open only this long after their last
+/// datagram: no new client datagrams can arrive, but late replies still can.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How many refused client addresses to remember, to log each only once.
+const REFUSED_MEMORY: usize = 4_096;
+
+/// A bound UDP relay, ready to serve.
+pub struct UdpRelay {
+    cfg: Arc<RelayConfig>,
+    socket: Arc<UdpSocket>,
+    resolver: Arc<dyn Resolve>,
+    id: i32,
+}
+
+struct SessionState {
+    start: Instant,
+    last_ms: AtomicU64,
+    from_client: AtomicU64,
+    to_client: AtomicU64,
+}
+
+impl SessionState {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+struct Session {
+    upstream: Arc<UdpSocket>,
+    state: Arc<SessionState>,
+    generation: u64,
+    evict: CancellationToken,
+}
+
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
+
+impl UdpRelay {
+    /// Wraps a socket the caller bound.
+    pub fn new(cfg: Arc<RelayConfig>, socket: UdpSocket, resolver: Arc<dyn Resolve>) -> UdpRelay {
+        let id = socket.as_raw_fd();
+        UdpRelay {
+            cfg,
+            socket: Arc::new(socket),
+            resolver,
+            id,
+        }
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// stone's relay number (the socket descriptor).
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    /// Receives client datagrams until `stop` is cancelled.
+    pub async fn serve(
+        self,
+        stop: CancellationToken,
+        force: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
+        let mut refused_logged: HashSet<IpAddr> = HashSet::new();
+        let mut buf = vec![0u8; DATAGRAM_BUF];
+        let mut generation = 0u64;
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = self.socket.recv_from(&mut buf) => r,
+            };
+            let (n, peer) = match received {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(relay = %self.cfg.name, "stone {}: UDP receive: {e}", self.id);
+                    continue;
+                }
+            };
+            let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
+            if self.cfg.acl.check(peer.ip()).0 == Action::Deny {
+                if refused_logged.len() < REFUSED_MEMORY && refused_logged.insert(peer.ip()) {
+                    tracing::warn!(relay = %self.cfg.name, reason = "refused-acl", "stone {}: denied UDP from {peer}", self.id);
+                }
+                continue;
+            }
+            let existing = lock(&sessions)
+                .get(&peer)
+                .map(|s| (s.upstream.clone(), s.state.clone()));
+            let (upstream, state) = match existing {
+                Some(pair) => pair,
+                None => {
+                    generation += 1;
+                    match self
+                        .open_session(peer, generation, &sessions, &stop, &force, &tracker)
+                        .await
+                    {
+                        Some(pair) => pair,
+                        None => continue,
+                    }
+                }
+            };
+            state.touch();
+            match upstream.send(&buf[..n]).await {
+                Ok(sent) => {
+                    state.from_client.fetch_add(sent as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(relay = %self.cfg.name, "stone {}: UDP send to upstream: {e}", self.id)
+                }
+            }
+        }
+    }
+
+    async fn open_session(
+        &self,
+        peer: SocketAddr,
+        generation: u64,
+        sessions: &Sessions,
+        stop: &CancellationToken,
+        force: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Option<(Arc<UdpSocket>, Arc<SessionState>)> {
+        let started = Instant::now();
+        let upstream = match self.connect_upstream().await {
+            Ok(pair) => pair,
+            Err(why) => {
+                tracing::warn!(relay = %self.cfg.name, "stone {}: UDP from {peer}: connect to {} failed: {why}", self.id, self.cfg.upstream);
+                self.record(
+                    peer,
+                    None,
+                    0,
+                    0,
+                    started.elapsed(),
+                    CloseReason::ConnectFailed,
+                );
+                return None;
+            }
+        };
+        let (socket, addr) = upstream;
+        let socket = Arc::new(socket);
+        let state = Arc::new(SessionState {
+            start: started,
+            last_ms: AtomicU64::new(0),
+            from_client: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+        });
+        let evict = CancellationToken::new();
+        {
+            let mut map = lock(sessions);
+            if map.len() >= self.cfg.max_sessions {
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, s)| s.state.last())
+                    .map(|(a, _)| *a);
+                if let Some(old) = oldest.and_then(|a| map.remove(&a)) {
+                    old.evict.cancel();
+                }
+            }
+            map.insert(
+                peer,
+                Session {
+                    upstream: socket.clone(),
+                    state: state.clone(),
+                    generation,
+                    evict: evict.clone(),
+                },
+            );
+        }
+        tracing::info!(relay = %self.cfg.name, "stone {}: accepted UDP {} from {peer} to {addr}", self.id, socket.as_raw_fd());
+        let task = SessionTask {
+            cfg: self.cfg.clone(),
+            id: self.id,
+            listener: self.socket.clone(),
+            upstream: socket.clone(),
+            upstream_addr: addr,
+            peer,
+            state: state.clone(),
+            generation,
+            sessions: sessions.clone(),
+        };
+        let (stop, force) = (stop.clone(), force.clone());
+        tracker.spawn(async move { task.run(evict, stop, force).await });
+        Some((socket, state))
+    }
+
+    async fn connect_upstream(&self) -> Result<(UdpSocket, SocketAddr), String> {
+        let addrs = match self.cfg.upstream.literal() {
+            Some(a) => vec![a],
+            None => match tokio::time::timeout(
+                self.cfg.connect_timeout,
+                lookup(
+                    self.resolver.as_ref(),
+                    &self.cfg.upstream.host,
+                    self.cfg.upstream.port,
+                ),
+            )
+            .await
+            {
+                Ok(Ok(a)) => a,
+                Ok(Err(e)) => return Err(format!("resolve: {e}")),
+                Err(_) => return Err("resolve: timed out".into()),
+            },
+        };
+        let mut errors = Vec::new();
+        for addr in addrs {
+            let local: SocketAddr = match addr {
+                SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            let attempt = async {
+                let s = UdpSocket::bind(local).await?;
+                s.connect(addr).await?;
+                Ok::<_, io::Error>(s)
+            };
+            match attempt.await {
+                Ok(s) => return Ok((s, addr)),
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    fn record(
+        &self,
+        peer: SocketAddr,
+        upstream: Option<SocketAddr>,
+        from: u64,
+        to: u64,
+        d: Duration,
+        reason: CloseReason,
+    ) {
+        AccessRecord {
+            relay: &self.cfg.name,
+            protocol: Protocol::Udp,
+            listener_id: self.id,
+            conn_id: 0,
+            client: peer,
+            upstream,
+            bytes_from_client: from,
+            bytes_to_client: to,
+            duration: d,
+            reason,
+        }
+        .emit();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map half-updated
+    // (every critical section is a single insert/remove), so keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct SessionTask {
+    cfg: Arc<RelayConfig>,
+    id: i32,
+    listener: Arc<UdpSocket>,
+    upstream: Arc<UdpSocket>,
+    upstream_addr: SocketAddr,
+    peer: SocketAddr,
+    state: Arc<SessionState>,
+    generation: u64,
+    sessions: Sessions,
+}
+
+impl SessionTask {
+    async fn run(
+        self,
+        evict: CancellationToken,
+        stop: CancellationToken,
+        force: CancellationToken,
+    ) {
+        let mut buf: Option<Box<[u8]>> = None;
+        let conn_id = self.upstream.as_raw_fd();
+        let reason = loop {
+            let idle = if stop.is_cancelled() {
+                self.cfg.idle_timeout.min(STOP_GRACE)
+            } else {
+                self.cfg.idle_timeout
+            };
+            let deadline = self.state.last() + idle;
+            tokio::select! {
+                r = self.upstream.readable() => {
+                    if r.is_err() { break CloseReason::Reset; }
+                    // Allocated on the first reply only, so quiet sessions stay small.
+                    let b = buf.get_or_insert_with(|| vec![0u8; DATAGRAM_BUF].into_boxed_slice());
+                    match self.upstream.try_recv(b) {
+                        Ok(n) => {
+                            self.state.touch();
+                            match self.listener.send_to(&b[..n], self.peer).await {
+                                Ok(sent) => { self.state.to_client.fetch_add(sent as u64, Ordering::Relaxed); }
+                                Err(e) => tracing::debug!(relay = %self.cfg.name, "{} UDP {conn_id}: send to {}: {e}", self.id, self.peer),
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        // ICMP unreachable from upstream: transient, keep the session.
+                        Err(e) => tracing::debug!(relay = %self.cfg.name, "{} UDP {conn_id}: upstream {}: {e}", self.id, self.upstream_addr),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.state.last() + idle <= Instant::now() {
+                        break CloseReason::IdleTimeout;
+                    }
+                }
+                _ = stop.cancelled(), if !stop.is_cancelled() => {}
+                _ = evict.cancelled() => break CloseReason::Evicted,
+                _ = force.cancelled() => break CloseReason::Shutdown,
+            }
+        };
+        {
+            let mut map = lock(&self.sessions);
+            if map
+                .get(&self.peer)
+                .is_some_and(|s| s.generation == self.generation)
+            {
+                map.remove(&self.peer);
+            }
+        }
+        AccessRecord {
+            relay: &self.cfg.name,
+            protocol: Protocol::Udp,
+            listener_id: self.id,
+            conn_id,
+            client: self.peer,
+            upstream: Some(self.upstream_addr),
+            bytes_from_client: self.state.from_client.load(Ordering::Relaxed),
+            bytes_to_client: self.state.to_client.load(Ordering::Relaxed),
+            duration: self.state.start.elapsed(),
+            reason,
+        }
+        .emit();
+    }
+}
