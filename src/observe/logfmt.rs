@@ -153,6 +153,20 @@ where
     }
 }
 
+/// Installs a global subscriber that writes to `writer` (tests capture logs
+/// this way). Returns false if a subscriber was already installed.
+pub fn init_with_writer<W>(format: LogFormat, filter: &str, writer: W) -> bool
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .event_format(LineFormat::new(format))
+        .with_writer(writer)
+        .try_init()
+        .is_ok()
+}
+
 /// Installs the global subscriber. `level` is a default that `RUST_LOG`
 /// overrides. Errors name the log file that could not be opened.
 pub fn init(format: LogFormat, level: &str, file: Option<&Path>) -> io::Result<()> {

@@ -162,6 +162,8 @@ async fn splice_pump(
     let mut pipe: Option<Pipe> = None;
     let mut moved_any = false;
     loop {
+        // Give other connections a turn when both sockets stay ready.
+        tokio::task::consume_budget().await;
         if let Err(e) = src.readable().await {
             return SpliceResult::Done(Err(e));
         }
@@ -211,6 +213,7 @@ async fn buffered_pump(
 ) -> io::Result<()> {
     let mut buf: Option<Box<[u8]>> = None;
     loop {
+        tokio::task::consume_budget().await;
         src.readable().await?;
         let b = buf.get_or_insert_with(|| vec![0u8; BUF_SIZE].into_boxed_slice());
         let n = match src.try_read(b) {

@@ -1,0 +1,259 @@
+//! The `ossrelay` binary: config checking, exit codes, signals and drain.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::*;
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let all = examples();
+    assert!(all.len() >= 4, "examples/ has the documented configs");
+    for path in all {
+        if let Err(e) = ossrelay::config::Config::load(&path) {
+            panic!("{}: {e}", path.display());
+        }
+        let out = Command::new(bin())
+            .args(["run", "--check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    }
+}
+
+#[test]
+fn bad_config_exits_2_naming_key_and_line() {
+    let dir = TempDir::new("badcfg");
+    let path = dir.0.join("bad.toml");
+    std::fs::write(&path, "[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"oss-ap-northeast-1-internal.aliyuncs.com\"\nidle_timeout = \"10\"\n").unwrap();
+    for args in [&["run", "--check", "-c"][..], &["run", "-c"][..]] {
+        let out = Command::new(bin()).args(args).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("relay[0].upstream (line 3):") && err.contains("missing port"),
+            "{err}"
+        );
+        assert!(
+            err.contains("relay[0].idle_timeout (line 4):") && err.contains("missing unit"),
+            "{err}"
+        );
+    }
+    let missing = Command::new(bin())
+        .args(["run", "--check", "-c", "/nonexistent/ossrelay.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/ossrelay.toml"));
+    let usage = Command::new(bin()).args(["run"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "missing -c is a usage error");
+}
+
+/// A relay process whose stderr lines are forwarded to a channel; killed on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    _dir: TempDir,
+}
+
+impl Proc {
+    fn start(tag: &str, config: &str) -> Proc {
+        let dir = TempDir::new(tag);
+        let path = dir.0.join("relay.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match self.lines.try_recv() {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(l) => eprintln!("relay: {l}"),
+                Err(mpsc::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(5)),
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
+        panic!("no log line containing {needle:?} within 20 s");
+    }
+
+    /// Waits for the startup mapping line and returns the bound address.
+    fn listen_addr(&self) -> SocketAddr {
+        let line = self.wait_line(" <- ");
+        line.rsplit(" <- ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the PID of a child we spawned and still own.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0);
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn address_in_use_exits_1_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut p = Proc::start(
+        "inuse",
+        &format!("[[relay]]\nlisten = \"{addr}\"\nupstream = \"127.0.0.1:9\"\n"),
+    );
+    let line = p.wait_line("cannot listen");
+    assert!(
+        line.contains(&addr.to_string()) && line.contains("address already in use"),
+        "{line}"
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_inflight_transfer_finish_then_exits_0() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    const TOTAL: usize = 16 << 20;
+    // The upstream sends 16 MiB in paced chunks so the transfer is still
+    // running when the signal arrives.
+    let up = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut hash = sha2::Sha256::new();
+        use sha2::Digest;
+        let chunk = &block()[..256 * 1024];
+        for _ in 0..TOTAL / chunk.len() {
+            s.write_all(chunk).await.unwrap();
+            hash.update(chunk);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        s.shutdown().await.unwrap();
+        let out: [u8; 32] = hash.finalize().into();
+        out
+    });
+    let mut p = Proc::start(
+        "drain",
+        &format!("[server]\ndrain_timeout = \"30s\"\n[[relay]]\nname = \"drain\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{server_addr}\"\n"),
+    );
+    let addr = p.listen_addr();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut first = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut c, &mut first)
+        .await
+        .unwrap();
+    p.signal(libc::SIGTERM);
+    p.wait_line("no longer accepting");
+    // New clients are no longer accepted...
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "listener closed after SIGTERM"
+    );
+    // ...but the in-flight transfer completes intact.
+    let (n, _) = recv_all(&mut c).await;
+    assert_eq!(n + 1, TOTAL);
+    // The relay passes half-close through, so the pair ends when we close too.
+    drop(c);
+    up.await.unwrap();
+    let close = p.wait_line("close tx:");
+    assert!(
+        close.contains(&format!("tx:{TOTAL}")) && close.contains("reason=eof"),
+        "{close}"
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_closes_stuck_connections_and_exits_0() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let _held = tokio::spawn(async move {
+        let (s, _) = server.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    });
+    let mut p = Proc::start(
+        "deadline",
+        &format!("[server]\ndrain_timeout = \"300ms\"\n[[relay]]\nname = \"stuck\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{server_addr}\"\n"),
+    );
+    let addr = p.listen_addr();
+    let _c = TcpStream::connect(addr).await.unwrap();
+    p.wait_line("accepted TCP");
+    p.signal(libc::SIGINT);
+    p.wait_line("drain deadline passed");
+    let close = p.wait_line("close tx:");
+    assert!(close.contains("reason=shutdown"), "{close}");
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+}

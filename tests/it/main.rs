@@ -1,0 +1,7 @@
+//! Integration tests: one binary, shared helpers in `helpers`. Everything
+//! binds 127.0.0.1:0 (or 127.0.0.x:0) and waits on readiness, never on sleep.
+
+mod cli;
+mod helpers;
+mod tcp;
+mod udp;
