@@ -34,6 +34,10 @@ wait_listen() { # port
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 command -v iperf3 >/dev/null && command -v haproxy >/dev/null || { echo "needs iperf3 and haproxy" >&2; exit 2; }
 
+# HAProxy refuses to start if maxconn needs more descriptors than allowed.
+hard=$(ulimit -Hn); if [ "$hard" = unlimited ]; then hard=1048576; fi
+maxconn=$(( (hard - 200) / 4 )); if [ "$maxconn" -gt 4000 ]; then maxconn=4000; fi
+
 srv=$(free_port); relay=$(free_port); hap=$(free_port)
 iperf3 -s -p "$srv" >/dev/null 2>&1 & pids+=($!)
 cat >"$work/relay.toml" <<CFG
@@ -47,7 +51,7 @@ CFG
 "$bin" run -c "$work/relay.toml" 2>"$work/relay.log" & pids+=($!)
 cat >"$work/haproxy.cfg" <<CFG
 global
-  maxconn 4000
+  maxconn $maxconn
 defaults
   mode tcp
   timeout connect 10s
