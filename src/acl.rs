@@ -107,6 +107,8 @@ pub struct Rule {
     pub action: Action,
     /// Which clients match.
     pub block: Cidr,
+    /// stone's `p<mode>` number, shown as `mode=` in the accepted line.
+    pub mode: u32,
 }
 
 /// An ordered rule list with a default for clients that match nothing.
@@ -137,6 +139,17 @@ impl Acl {
         Acl { rules, default }
     }
 
+    /// An ACL with an explicit default (stone's xhost lists choose it by
+    /// the allow/deny mode in force at the end of the list).
+    pub fn with_default(rules: Vec<Rule>, default: Action) -> Acl {
+        Acl { rules, default }
+    }
+
+    /// What happens to clients that match no rule.
+    pub fn default_action(&self) -> Action {
+        self.default
+    }
+
     /// The decision for `ip`, and the rule that made it (None = default).
     pub fn check(&self, ip: IpAddr) -> (Action, Option<&Rule>) {
         match self.rules.iter().find(|r| r.block.contains(ip)) {
@@ -145,9 +158,14 @@ impl Acl {
         }
     }
 
-    /// Whether there are no rules at all (everyone is allowed).
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether everyone is allowed without any rule.
     pub fn is_open(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.default == Action::Allow
     }
 }
 
@@ -163,6 +181,7 @@ mod tests {
         Rule {
             action,
             block: Cidr::parse(s).unwrap(),
+            mode: 0,
         }
     }
 

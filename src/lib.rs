@@ -12,6 +12,7 @@ pub mod observe;
 pub mod relay;
 pub mod resolve;
 pub mod server;
+pub mod stone;
 
 use std::future::Future;
 use std::sync::Arc;

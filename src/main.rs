@@ -41,7 +41,40 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         log_file: Option<PathBuf>,
     },
+    /// Run a stone 2.4 command line (options, <stone>s, `--` separators).
+    #[command(after_help = STONE_HELP)]
+    Stone {
+        /// Print the equivalent `ossrelay run` TOML config and exit.
+        #[arg(long)]
+        print_toml: bool,
+        /// stone's arguments, exactly as given to stone.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "STONE ARGS"
+        )]
+        args: Vec<String>,
+    },
 }
+
+const STONE_HELP: &str = "\
+Runs a stone 2.4 command line unchanged. The same parser runs when this
+binary is invoked through a symlink named `stone`.
+
+Supported: <host>:<port> <sport> [<xhost>...] stones (TCP, /udp on both
+sides, /v6, /v6only, shost:sport, shost%intf:sport, service names), xhost
+lists with /<bits>, /<mask>, p<mode>, v4/v6 and `!`, and the options
+-d -n -u -f -L -ll -i -X -T -A -r -C -P -Q -N -D -o -g -t -c.
+Refused with exit 2 and a reason: /ssl, -q, -z, proxy, health, identd,
+/http, /proxy, /mproxy, /base, /block, /ident, /apop, unix sockets, -p,
+-l, -a, -x, -s, -b, -B, -I, -M. See MIGRATING-FROM-STONE.md.
+
+Examples:
+  ossrelay stone -d -d oss-ap-northeast-1-internal.aliyuncs.com:80 80
+  ossrelay stone 10.0.0.2:53/udp 53/udp 10.0.0.0/8
+  ossrelay stone -N -C /etc/stone.cfg
+  ossrelay stone --print-toml -d oss-ap-northeast-1-internal.aliyuncs.com:80 80 > relay.toml
+  ln -s $(command -v ossrelay) /usr/local/bin/stone && stone -d -d host:80 80";
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum FormatArg {
@@ -52,8 +85,18 @@ enum FormatArg {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    if invoked_as == "stone" {
+        return stone(argv[1..].to_vec(), false);
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Stone { print_toml, args } => stone(args, print_toml),
         Command::Run {
             config,
             check,
@@ -61,6 +104,19 @@ fn main() -> ExitCode {
             log_file,
         } => run(config, check, log_format, log_file),
     }
+}
+
+fn stone(mut args: Vec<String>, mut print_toml: bool) -> ExitCode {
+    // --print-toml is ours, not stone's; accept it anywhere on the line.
+    let before = args.len();
+    args.retain(|a| a != "--print-toml");
+    print_toml |= args.len() != before;
+    raise_fd_limit();
+    ExitCode::from(ossrelay::stone::process::run(
+        &args,
+        print_toml,
+        stop_signal(),
+    ))
 }
 
 fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathBuf>) -> ExitCode {

@@ -21,9 +21,6 @@ use crate::relay::tcp::TcpRelay;
 use crate::relay::udp::UdpRelay;
 use crate::resolve::Resolve;
 
-/// Listen backlog. Large enough for connection bursts behind a balancer.
-const BACKLOG: i32 = 4096;
-
 enum Bound {
     Tcp(TcpRelay),
     Udp(UdpRelay),
@@ -49,11 +46,11 @@ impl Server {
             };
             let bound = match cfg.protocol {
                 Protocol::Tcp => {
-                    let listener = bind_tcp(cfg.listen).map_err(bind_err)?;
+                    let listener = bind_tcp(&cfg).map_err(bind_err)?;
                     Bound::Tcp(TcpRelay::new(cfg.clone(), listener, resolver.clone()))
                 }
                 Protocol::Udp => {
-                    let socket = bind_udp(cfg.listen).map_err(bind_err)?;
+                    let socket = bind_udp(&cfg).map_err(bind_err)?;
                     Bound::Udp(UdpRelay::new(cfg.clone(), socket, resolver.clone()))
                 }
             };
@@ -141,7 +138,26 @@ fn explain(e: &io::Error) -> String {
     }
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+fn prepare(socket: &Socket, cfg: &RelayConfig) -> io::Result<()> {
+    if cfg.listen.is_ipv6() && cfg.v6only {
+        socket.set_only_v6(true)?;
+    }
+    if let Some(intf) = &cfg.interface {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        socket.bind_device(Some(intf.as_bytes())).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot bind to interface {intf:?}: {e}"))
+        })?;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("binding to interface {intf:?} is only supported on Linux"),
+        ));
+    }
+    socket.set_nonblocking(true)
+}
+
+fn bind_tcp(cfg: &RelayConfig) -> io::Result<TcpListener> {
+    let addr = cfg.listen;
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
@@ -149,15 +165,16 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     )?;
     // Lets a restarted relay bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
+    prepare(&socket, cfg)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
+    socket.listen(cfg.backlog.min(i32::MAX as u32) as i32)?;
     TcpListener::from_std(socket.into())
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_udp(cfg: &RelayConfig) -> io::Result<UdpSocket> {
+    let addr = cfg.listen;
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
-    socket.set_nonblocking(true)?;
+    prepare(&socket, cfg)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }

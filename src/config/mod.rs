@@ -29,6 +29,8 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// Default TCP connection limit per relay. Each relayed connection costs six
 /// file descriptors at most (two sockets, two lazily created pipes).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default listen backlog: large enough for bursts behind a load balancer.
+pub const DEFAULT_BACKLOG: u32 = 4096;
 /// Default UDP session limit per relay.
 pub const DEFAULT_MAX_SESSIONS: usize = 1_024;
 
@@ -201,6 +203,12 @@ pub struct RelayConfig {
     pub nodelay: bool,
     /// TCP keep-alive on both sides.
     pub keepalive: Option<Keepalive>,
+    /// Listen backlog (TCP).
+    pub backlog: u32,
+    /// Bind the listening socket to this network interface (SO_BINDTODEVICE).
+    pub interface: Option<String>,
+    /// For an IPv6 listen address: accept IPv6 only, not IPv4-mapped clients.
+    pub v6only: bool,
 }
 
 impl RelayConfig {
@@ -218,6 +226,9 @@ impl RelayConfig {
             acl: Acl::default(),
             nodelay: true,
             keepalive: None,
+            backlog: DEFAULT_BACKLOG,
+            interface: None,
+            v6only: false,
         }
     }
 
@@ -519,6 +530,17 @@ impl Validator<'_> {
                 "applies to udp relays; use max_connections for tcp",
             );
         }
+        let backlog = self
+            .count(&key("backlog"), &r.backlog, 65_535)
+            .map_or(DEFAULT_BACKLOG, |n| n as u32);
+        if let Some(intf) = &r.interface {
+            if intf.is_empty() || intf.len() > 15 {
+                self.missing(
+                    &key("interface"),
+                    "must be an interface name of 1 to 15 bytes",
+                );
+            }
+        }
         let acl = self.acl(i, r);
         let keepalive = r.keepalive.as_ref().and_then(|k| self.keepalive(i, k));
         let name = match r.name.as_ref() {
@@ -544,6 +566,9 @@ impl Validator<'_> {
             acl,
             nodelay: r.nodelay.unwrap_or(true),
             keepalive,
+            backlog,
+            interface: r.interface.clone(),
+            v6only: r.v6only.unwrap_or(false),
         })
     }
 
@@ -558,9 +583,11 @@ impl Validator<'_> {
         let mut push =
             |v: &mut Self, path: String, action: Action, entry: &Spanned<String>, text: &str| {
                 match Cidr::parse_list_entry(text) {
-                    Ok(blocks) => {
-                        rules.extend(blocks.into_iter().map(|block| Rule { action, block }))
-                    }
+                    Ok(blocks) => rules.extend(blocks.into_iter().map(|block| Rule {
+                        action,
+                        block,
+                        mode: 0,
+                    })),
                     Err(e) => v.problem(&path, entry, e),
                 }
             };

@@ -70,6 +70,12 @@ pub struct RawRelay {
     pub nodelay: Option<bool>,
     /// TCP keep-alive on both sides.
     pub keepalive: Option<RawKeepalive>,
+    /// Listen backlog (TCP).
+    pub backlog: Option<Spanned<i64>>,
+    /// Bind the listener to this interface, e.g. "eth0" (stone's `%intf`).
+    pub interface: Option<String>,
+    /// IPv6 listeners: refuse IPv4-mapped clients (stone's `/v6only`).
+    pub v6only: Option<bool>,
 }
 
 /// `keepalive = { time = "60s", interval = "10s", retries = 3 }`

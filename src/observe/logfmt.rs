@@ -167,6 +167,33 @@ where
         .is_ok()
 }
 
+/// Installs the global subscriber with an explicit filter (stone's `-d`
+/// levels), writing to `file` or stderr. `RUST_LOG` overrides the filter.
+pub fn init_filter(format: LogFormat, filter: &str, file: Option<&Path>) -> io::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .event_format(LineFormat::new(format));
+    let _ = match file {
+        Some(path) => builder.with_writer(Arc::new(open_log(path)?)).try_init(),
+        None => builder.with_writer(io::stderr).try_init(),
+    };
+    Ok(())
+}
+
+fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open log file {}: {e}", path.display()),
+            )
+        })
+}
+
 /// Installs the global subscriber. `level` is a default that `RUST_LOG`
 /// overrides. Errors name the log file that could not be opened.
 pub fn init(format: LogFormat, level: &str, file: Option<&Path>) -> io::Result<()> {

@@ -98,10 +98,11 @@ impl TcpRelay {
                     || "no allow rule matched".to_string(),
                     |r| format!("deny {}", r.block),
                 );
-                tracing::warn!(relay = %self.cfg.name, "stone {}: denied TCP {} from {peer} ({why})", self.id, stream.as_raw_fd());
+                tracing::warn!(relay = %self.cfg.name, "stone {}: access denied: from {peer} ({why})", self.id);
                 refuse(&shared, &stream, peer, CloseReason::RefusedAcl);
                 continue;
             }
+            let mode = rule.map_or(0, |r| r.mode);
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
                 tracing::warn!(
                     relay = %self.cfg.name,
@@ -114,7 +115,7 @@ impl TcpRelay {
             let shared = shared.clone();
             let force = force.clone();
             tracker.spawn(async move {
-                handle(&shared, stream, peer, &force).await;
+                handle(&shared, stream, peer, mode, &force).await;
                 drop(permit);
             });
         }
@@ -137,11 +138,17 @@ fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, reason: CloseRe
     .emit();
 }
 
-async fn handle(shared: &Shared, client: TcpStream, peer: SocketAddr, force: &CancellationToken) {
+async fn handle(
+    shared: &Shared,
+    client: TcpStream,
+    peer: SocketAddr,
+    mode: u32,
+    force: &CancellationToken,
+) {
     let cfg = &shared.cfg;
     let meter = Meter::new();
     let fd = client.as_raw_fd();
-    tracing::info!(relay = %cfg.name, "stone {}: accepted TCP {fd} from {peer} mode=0", shared.id);
+    tracing::info!(relay = %cfg.name, "stone {}: accepted TCP {fd} from {peer} mode={mode:x}", shared.id);
     set_options(&client, cfg);
     let connected = tokio::select! {
         r = connect(cfg, shared.resolver.as_ref()) => r,

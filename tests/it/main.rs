@@ -3,5 +3,6 @@
 
 mod cli;
 mod helpers;
+mod stone_diff;
 mod tcp;
 mod udp;

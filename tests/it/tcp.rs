@@ -141,10 +141,12 @@ async fn acl_denied_client_never_reaches_upstream() {
         Rule {
             action: Action::Deny,
             block: Cidr::parse("127.0.0.1").unwrap(),
+            mode: 0,
         },
         Rule {
             action: Action::Allow,
             block: Cidr::parse("127.0.0.0/8").unwrap(),
+            mode: 0,
         },
     ]);
     let relay = Relay::start(cfg, system()).await;
@@ -157,9 +159,12 @@ async fn acl_denied_client_never_reaches_upstream() {
     assert_eq!(n, 0);
     let rec = wait_access("t-acl", 1).await;
     assert_eq!(rec[0]["reason"], "refused-acl");
-    let warned = records("t-acl")
-        .iter()
-        .any(|r| r["message"].as_str().unwrap_or("").contains("denied TCP"));
+    let warned = records("t-acl").iter().any(|r| {
+        r["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("access denied: from 127.0.0.1:")
+    });
     assert!(warned, "the refusal is logged");
     // The decision is logged only after the client is handled; had the relay
     // connected upstream first, that connection would be queued here.

@@ -1,0 +1,579 @@
+//! stone 2.4's command line: `stone [opt]... <stone> [-- <stone>]...`.
+//!
+//! [`parse`] turns the words (from argv or a `-C` file) into a
+//! [`StoneCommand`]; [`StoneCommand::to_config`] turns that into the
+//! engine's [`Config`]. Options ossrelay cannot honour are refused with a
+//! message that names the option and says why; none is ignored silently.
+
+pub mod lex;
+#[cfg(unix)]
+pub mod process;
+pub mod services;
+pub mod spec;
+pub mod toml_out;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::acl::Acl;
+use crate::config::{
+    Config, LogConfig, LogFormat, Protocol, RelayConfig, Upstream, DEFAULT_CONNECT_TIMEOUT,
+};
+use spec::Stone;
+
+/// stone's default UDP session memory (`-u`).
+pub const STONE_UDP_SESSIONS: usize = 100;
+/// stone's default listen backlog (`-A`).
+pub const STONE_BACKLOG: u32 = 50;
+
+/// Everything a stone command line says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoneCommand {
+    /// `-d` count.
+    pub debug: u8,
+    /// `-n`: numeric addresses in logs (ossrelay never reverse-resolves).
+    pub numeric: bool,
+    /// `-u <max>`: UDP sessions per stone.
+    pub udp_sessions: Option<usize>,
+    /// `-f <n>`: stone forks n children; ossrelay runs n worker threads.
+    pub workers: Option<usize>,
+    /// `-L <file>`: log file.
+    pub log_file: Option<PathBuf>,
+    /// `-ll`: run under daemontools (log to stderr, stay in foreground).
+    pub daemontools: bool,
+    /// `-i <file>`: pid file.
+    pub pid_file: Option<PathBuf>,
+    /// `-X <n>`: stone's copy buffer size; only affects the fallback copy.
+    pub xfer_buffer: Option<usize>,
+    /// `-T <n>`: TCP idle timeout in seconds.
+    pub timeout: Option<u64>,
+    /// `-A <n>`: listen backlog.
+    pub backlog: Option<u32>,
+    /// `-r`: SO_REUSEADDR (ossrelay always sets it on TCP listeners).
+    pub reuse: bool,
+    /// `-N`: check the configuration and exit.
+    pub check_only: bool,
+    /// `-D`: become a daemon.
+    pub daemon: bool,
+    /// `-o <uid>`
+    pub uid: Option<u32>,
+    /// `-g <gid>`
+    pub gid: Option<u32>,
+    /// `-t <dir>`: chroot after binding.
+    pub chroot: Option<PathBuf>,
+    /// `-c <dir>`: directory for core dumps (the working directory).
+    pub core_dir: Option<PathBuf>,
+    /// The stones, in order.
+    pub stones: Vec<Stone>,
+    /// The words as given, for messages and `--print-toml`.
+    pub argv: Vec<String>,
+}
+
+/// Options stone has that ossrelay refuses, with the reason.
+fn refused_option(opt: char) -> Option<&'static str> {
+    Some(match opt {
+        'p' => "packet dumps are not implemented; use `tcpdump -X` on the relay host",
+        'l' => "syslog output is not implemented; use -L <file>, or run under systemd/daemontools (-ll) and log to stderr",
+        'a' => "per-connection accounting files are not implemented; the access log (close lines at -d) carries the same byte counts",
+        'x' => "the proxy destination list applies to `proxy` stones, which are not implemented yet",
+        's' => "health-check scripts apply to -b backups, which are not implemented yet",
+        'b' => "master/backup failover is not implemented yet",
+        'B' => "load-balancing groups are not implemented yet",
+        'I' => "choosing the local address of upstream connections is not implemented yet",
+        'q' | 'z' => "TLS options are not implemented yet; terminate TLS elsewhere or relay it as plain TCP",
+        'M' => "Windows service installation (-M) does not exist on this platform",
+        _ => return None,
+    })
+}
+
+fn number<T: std::str::FromStr>(opt: &str, value: Option<&String>) -> Result<T, String> {
+    let v = value.ok_or_else(|| format!("{opt}: missing argument"))?;
+    v.parse()
+        .map_err(|_| format!("{opt}: {v:?} is not a valid number"))
+}
+
+fn id_number(opt: &str, value: Option<&String>) -> Result<u32, String> {
+    let v = value.ok_or_else(|| format!("{opt}: missing argument"))?;
+    if let Ok(n) = v.parse() {
+        return Ok(n);
+    }
+    let file = if opt == "-o" {
+        "/etc/passwd"
+    } else {
+        "/etc/group"
+    };
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&v.as_str())).then(|| f.get(2)?.parse().ok())?
+            })
+        })
+        .ok_or_else(|| {
+            format!(
+                "{opt}: unknown {} {v:?}",
+                if opt == "-o" { "user" } else { "group" }
+            )
+        })
+}
+
+/// Where in the command line an option group appears: phase A (before
+/// the first stone) allows everything; between stones `-h -N -C` are invalid.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Leading,
+    BetweenStones,
+}
+
+/// Parses stone's words (argv without the program name).
+pub fn parse(words: &[String]) -> Result<StoneCommand, String> {
+    let mut cmd = StoneCommand::default();
+    let mut per_stone = PerStone::default();
+    let mut config_file: Option<String> = None;
+    let mut preprocessor: Option<(String, Vec<String>)> = None;
+    let mut i = 0;
+    // Phase A: option groups up to the first word that is not one.
+    while i < words.len() && words[i].starts_with('-') && words[i].len() > 1 {
+        if words[i] == "--" {
+            i += 1;
+            break;
+        }
+        i = option_group(
+            &mut cmd,
+            &mut per_stone,
+            words,
+            i,
+            Phase::Leading,
+            &mut config_file,
+            &mut preprocessor,
+        )?;
+    }
+    let mut stones = Vec::new();
+    let mut file_words = Vec::new();
+    if let Some(path) = &config_file {
+        let text = read_config(path, preprocessor.as_ref())?;
+        file_words = lex::split(&text).map_err(|e| format!("-C {path}: {e}"))?;
+        // The file's leading options apply before any stone is created.
+        let mut j = 0;
+        let mut nested = None;
+        while j < file_words.len() && file_words[j].starts_with('-') && file_words[j].len() > 1 {
+            if file_words[j] == "--" {
+                j += 1;
+                break;
+            }
+            j = option_group(
+                &mut cmd,
+                &mut per_stone,
+                &file_words,
+                j,
+                Phase::Leading,
+                &mut nested,
+                &mut preprocessor,
+            )
+            .map_err(|e| format!("-C {path}: {e}"))?;
+            if nested.is_some() {
+                return Err(format!(
+                    "-C {path}: -C may not appear inside a configuration file"
+                ));
+            }
+        }
+        file_words.drain(..j);
+    }
+    stone_list(&mut cmd, &mut per_stone, &words[i..], &mut stones)?;
+    if let Some(path) = &config_file {
+        stone_list(&mut cmd, &mut per_stone, &file_words, &mut stones)
+            .map_err(|e| format!("-C {path}: {e}"))?;
+    }
+    cmd.stones = stones;
+    cmd.argv = words.to_vec();
+    if cmd.stones.is_empty() {
+        return Err("no <stone> given; usage: stone <opt>... <stone> [-- <stone>]...".into());
+    }
+    Ok(cmd)
+}
+
+/// Options that stone copies into each stone defined after them.
+#[derive(Debug, Clone, Default)]
+struct PerStone {
+    timeout: Option<u64>,
+}
+
+fn stone_list(
+    cmd: &mut StoneCommand,
+    per: &mut PerStone,
+    words: &[String],
+    out: &mut Vec<Stone>,
+) -> Result<(), String> {
+    let mut i = 0;
+    let mut none = None;
+    let mut no_pre = None;
+    while i < words.len() {
+        if words[i] == "--" {
+            i += 1;
+            continue;
+        }
+        if words[i].starts_with('-') && words[i].len() > 1 {
+            i = option_group(
+                cmd,
+                per,
+                words,
+                i,
+                Phase::BetweenStones,
+                &mut none,
+                &mut no_pre,
+            )?;
+            continue;
+        }
+        let end = words[i..]
+            .iter()
+            .position(|w| w == "--")
+            .map_or(words.len(), |p| i + p);
+        let mut stone = parse_stone(&words[i..end], out.len() + 1)?;
+        stone.timeout = per.timeout;
+        out.push(stone);
+        i = end;
+    }
+    Ok(())
+}
+
+/// Processes the option group at `words[i]` (e.g. `-dd`, `-ud 5`); returns
+/// the index after it and any arguments it consumed.
+#[allow(clippy::too_many_arguments)]
+fn option_group(
+    cmd: &mut StoneCommand,
+    per: &mut PerStone,
+    words: &[String],
+    i: usize,
+    phase: Phase,
+    config_file: &mut Option<String>,
+    pre: &mut Option<(String, Vec<String>)>,
+) -> Result<usize, String> {
+    let group = &words[i];
+    let mut next = i + 1;
+    let mut take = |opt: char| -> Result<String, String> {
+        let v = words
+            .get(next)
+            .cloned()
+            .ok_or_else(|| format!("-{opt}: missing argument"))?;
+        next += 1;
+        Ok(v)
+    };
+    let chars: Vec<char> = group[1..].chars().collect();
+    let mut k = 0;
+    while k < chars.len() {
+        let c = chars[k];
+        let opt = format!("-{c}");
+        match c {
+            'h' | 'N' | 'C' if phase == Phase::BetweenStones => {
+                return Err(format!("{opt}: only allowed before the first <stone>"))
+            }
+            'd' => cmd.debug = cmd.debug.saturating_add(1),
+            'n' => cmd.numeric = true,
+            'r' => cmd.reuse = true,
+            'N' => cmd.check_only = true,
+            'D' => cmd.daemon = true,
+            'l' if chars.get(k + 1) == Some(&'l') => {
+                cmd.daemontools = true;
+                k += 1;
+            }
+            'h' => return Err("-h: see `ossrelay stone --help`".into()),
+            'C' => {
+                if config_file.is_some() {
+                    return Err("-C: only one configuration file may be given".into());
+                }
+                *config_file = Some(take(c)?);
+            }
+            'P' => pre.get_or_insert_with(|| (String::new(), Vec::new())).0 = take(c)?,
+            'Q' => {
+                let q = take(c)?;
+                pre.get_or_insert_with(|| (String::new(), Vec::new()))
+                    .1
+                    .extend(q.split_whitespace().map(str::to_string));
+            }
+            'u' => cmd.udp_sessions = Some(number::<usize>(&opt, Some(&take(c)?))?.max(1)),
+            'f' => cmd.workers = Some(number::<usize>(&opt, Some(&take(c)?))?.clamp(1, 256)),
+            'L' => cmd.log_file = Some(PathBuf::from(take(c)?)),
+            'i' => cmd.pid_file = Some(PathBuf::from(take(c)?)),
+            'X' => cmd.xfer_buffer = Some(number(&opt, Some(&take(c)?))?),
+            'T' => {
+                let t: u64 = number(&opt, Some(&take(c)?))?;
+                if t == 0 {
+                    return Err("-T: timeout must be at least 1 second".into());
+                }
+                cmd.timeout = Some(t);
+                per.timeout = Some(t);
+            }
+            'A' => cmd.backlog = Some(number(&opt, Some(&take(c)?))?),
+            'o' => cmd.uid = Some(id_number(&opt, Some(&take(c)?))?),
+            'g' => cmd.gid = Some(id_number(&opt, Some(&take(c)?))?),
+            't' => cmd.chroot = Some(PathBuf::from(take(c)?)),
+            'c' => cmd.core_dir = Some(PathBuf::from(take(c)?)),
+            c => {
+                return Err(match refused_option(c) {
+                    Some(why) => format!("-{c}: not supported: {why}"),
+                    None => format!("{group}: unknown option -{c}"),
+                })
+            }
+        }
+        k += 1;
+    }
+    Ok(next)
+}
+
+fn read_config(path: &str, pre: Option<&(String, Vec<String>)>) -> Result<String, String> {
+    // stone runs config files through `cpp -traditional` unless `-P ''`.
+    let default_cpp;
+    let pre = match pre {
+        Some(p) => Some(p),
+        None if std::path::Path::new("/usr/bin/cpp").exists() => {
+            let host = hostname();
+            let mut opts = vec![
+                "-traditional".to_string(),
+                format!("-DHOST={host}"),
+                format!("-DHOST_{}", host.replace(['.', '-'], "_")),
+            ];
+            if let Ok(home) = std::env::var("HOME") {
+                opts.push(format!("-DHOME={home}"));
+            }
+            default_cpp = ("/usr/bin/cpp".to_string(), opts);
+            Some(&default_cpp)
+        }
+        None => None,
+    };
+    match pre {
+        Some((command, opts)) if !command.is_empty() => {
+            if !std::path::Path::new(path).is_file() {
+                return Err(format!("-C {path}: cannot open configuration file"));
+            }
+            let out = std::process::Command::new(command)
+                .args(opts)
+                .arg(path)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("-P {command}: {e}"))?;
+            String::from_utf8(out.stdout).map_err(|_| format!("-P {command}: output is not UTF-8"))
+        }
+        _ => std::fs::read_to_string(path).map_err(|e| format!("-C {path}: {e}")),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
+    let first = group[0].as_str();
+    let what = |e: String| format!("<stone> #{n} ({}): {e}", group.join(" "));
+    match first.split('/').next().unwrap_or(first) {
+        "proxy" => {
+            return Err(what(
+                "the `proxy` stone (HTTP proxy) is not implemented yet".into(),
+            ))
+        }
+        "health" => return Err(what("the `health` stone is not implemented yet".into())),
+        "identd" => return Err(what("the `identd` stone is not implemented yet".into())),
+        _ => {}
+    }
+    if first.starts_with('/') || first.starts_with('.') {
+        return Err(what(
+            "unix-domain socket paths are not implemented yet".into(),
+        ));
+    }
+    if group.len() < 2 {
+        return Err(what("expected <host>:<port> <sport> [<xhost>...]".into()));
+    }
+    if group[1].starts_with('/') || group[1].starts_with('.') {
+        return Err(what(
+            "unix-domain socket paths are not implemented yet".into(),
+        ));
+    }
+    let target = spec::parse_target(first).map_err(what)?;
+    let listen = spec::parse_listen(&group[1]).map_err(what)?;
+    let (acl, acl_default) = spec::parse_xhosts(&group[2..]).map_err(what)?;
+    if target.udp != listen.udp {
+        return Err(what(format!(
+            "relaying {} to {} is not supported; use /udp on both sides or neither",
+            if listen.udp { "UDP" } else { "TCP" },
+            if target.udp { "UDP" } else { "TCP" }
+        )));
+    }
+    Ok(Stone {
+        target,
+        listen,
+        acl,
+        acl_default,
+        words: group.to_vec(),
+        timeout: None,
+    })
+}
+
+impl StoneCommand {
+    /// The engine config this command line describes.
+    pub fn to_config(&self) -> Result<Config, String> {
+        let mut relays = Vec::new();
+        for (i, s) in self.stones.iter().enumerate() {
+            let ip = match (s.listen.addr, s.listen.v6) {
+                (Some(ip), _) => ip,
+                (None, true) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                (None, false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            };
+            let listen = SocketAddr::new(ip, s.listen.port);
+            let upstream = Upstream {
+                host: s.target.host.clone(),
+                port: s.target.port,
+            };
+            let name = format!("stone{i}");
+            let mut r = if s.listen.udp {
+                RelayConfig::udp(&name, listen, upstream)
+            } else {
+                RelayConfig::tcp(&name, listen, upstream)
+            };
+            r.protocol = if s.listen.udp {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            };
+            if let (Protocol::Tcp, Some(t)) = (r.protocol, s.timeout) {
+                r.idle_timeout = Duration::from_secs(t);
+            }
+            r.max_sessions = self.udp_sessions.unwrap_or(STONE_UDP_SESSIONS);
+            r.acl = Acl::with_default(s.acl.clone(), s.acl_default);
+            r.connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+            r.backlog = self.backlog.unwrap_or(STONE_BACKLOG);
+            r.interface = s.listen.interface.clone();
+            r.v6only = s.listen.v6only;
+            relays.push(r);
+        }
+        Ok(Config {
+            log: LogConfig {
+                format: LogFormat::Text,
+                file: if self.daemontools {
+                    None
+                } else {
+                    self.log_file.clone()
+                },
+                level: None,
+            },
+            drain_timeout: crate::config::DEFAULT_DRAIN,
+            relays,
+        })
+    }
+
+    /// The tracing filter for stone's `-d` levels: the mapping lines and
+    /// errors always; close lines from -d; accepted lines from -d -d (as in
+    /// the blog); connection details from -d -d -d.
+    pub fn log_filter(&self) -> &'static str {
+        match self.debug {
+            0 => "warn,ossrelay::server=info,ossrelay::stone=info",
+            1 => "warn,ossrelay::server=info,ossrelay::stone=info,ossrelay::access=info",
+            2 => "info,ossrelay=info",
+            _ => "info,ossrelay=debug",
+        }
+    }
+
+    /// Messages about options accepted with a different meaning.
+    pub fn notices(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(n) = self.workers {
+            v.push(format!(
+                "-f {n}: running {n} worker threads instead of {n} child processes"
+            ));
+        }
+        if let Some(x) = self.xfer_buffer {
+            v.push(format!("-X {x}: bytes move with splice(2); the buffer size only applies if splice is unavailable"));
+        }
+        if self.reuse {
+            v.push("-r: SO_REUSEADDR is always set on TCP listeners".into());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn the_blog_line() {
+        let c = parse(&words(
+            "-d -d oss-ap-northeast-1-internal.aliyuncs.com:80 80",
+        ))
+        .unwrap();
+        assert_eq!(c.debug, 2);
+        let cfg = c.to_config().unwrap();
+        let r = &cfg.relays[0];
+        assert_eq!(r.listen, "0.0.0.0:80".parse().unwrap());
+        assert_eq!(
+            r.upstream.to_string(),
+            "oss-ap-northeast-1-internal.aliyuncs.com:80"
+        );
+        assert_eq!(r.idle_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn several_stones_options_and_groups() {
+        let c = parse(&words("-dd -n -T 30 -u 5 -A 128 10.0.0.1:53/udp 5353/udp -- 10.0.0.2:80 127.0.0.1:8080 ! 10.0.0.66 ! 10.0.0.0/8")).unwrap();
+        assert_eq!(
+            (c.debug, c.numeric, c.timeout, c.udp_sessions, c.backlog),
+            (2, true, Some(30), Some(5), Some(128))
+        );
+        let cfg = c.to_config().unwrap();
+        assert_eq!(cfg.relays.len(), 2);
+        assert_eq!(cfg.relays[0].protocol, Protocol::Udp);
+        assert_eq!(cfg.relays[0].max_sessions, 5);
+        assert_eq!(cfg.relays[1].idle_timeout, Duration::from_secs(30));
+        let acl = &cfg.relays[1].acl;
+        assert_eq!(
+            acl.check("10.0.0.66".parse().unwrap()).0,
+            crate::acl::Action::Deny
+        );
+        assert_eq!(
+            acl.check("10.1.2.3".parse().unwrap()).0,
+            crate::acl::Action::Allow
+        );
+        assert_eq!(
+            acl.check("192.0.2.1".parse().unwrap()).0,
+            crate::acl::Action::Deny
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_option() {
+        for (line, needle) in [
+            ("-p h:80 80", "-p: not supported"),
+            ("-q cert=x h:80 80", "-q: not supported"),
+            ("-M install x h:80 80", "-M: not supported"),
+            ("proxy 8080", "`proxy` stone"),
+            ("h:80/ssl 80", "/ssl"),
+            ("h:80 80/http", "/http"),
+            ("h:53/udp 53", "use /udp on both sides"),
+            ("-T x h:80 80", "-T: \"x\" is not a valid number"),
+            ("-k h:80 80", "unknown option -k"),
+            ("-d", "no <stone> given"),
+            ("h:80 80 -- -N h:81 81", "only allowed before"),
+        ] {
+            let err = parse(&words(line)).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn grouped_flags_take_following_words() {
+        let c = parse(&words("-ud 5 -Ndnr h:80 80")).unwrap();
+        assert_eq!(
+            (c.udp_sessions, c.debug, c.check_only, c.numeric, c.reuse),
+            (Some(5), 2, true, true, true)
+        );
+        // -T applies to stones defined after it.
+        let c = parse(&words("h:80 80 -- -T 5 h:81 81")).unwrap();
+        assert_eq!((c.stones[0].timeout, c.stones[1].timeout), (None, Some(5)));
+    }
+}

@@ -1,0 +1,142 @@
+//! `--print-toml`: the run config equivalent to a stone command line, so a
+//! migration can start from the exact command that runs today.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::StoneCommand;
+use crate::acl::Action;
+use crate::config::{Config, LogFormat, Protocol};
+
+fn dur(d: Duration) -> String {
+    if d.subsec_millis() != 0 {
+        format!("\"{}ms\"", d.as_millis())
+    } else {
+        format!("\"{}s\"", d.as_secs())
+    }
+}
+
+fn quote(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// Renders `cfg` (made from `cmd`) as TOML that `ossrelay run -c` accepts.
+pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Converted from: stone {}", cmd.argv.join(" "));
+    out.push_str("[log]\n");
+    let _ = writeln!(
+        out,
+        "format = \"{}\"",
+        if cfg.log.format == LogFormat::Json {
+            "json"
+        } else {
+            "text"
+        }
+    );
+    let level = match cmd.debug {
+        0 | 1 => "info",
+        2 => "info",
+        _ => "debug",
+    };
+    let _ = writeln!(out, "level = \"{level}\"");
+    if let Some(f) = &cfg.log.file {
+        let _ = writeln!(out, "file = {}", quote(&f.display().to_string()));
+    }
+    let _ = writeln!(
+        out,
+        "\n[server]\ndrain_timeout = {}",
+        dur(cfg.drain_timeout)
+    );
+    for (r, s) in cfg.relays.iter().zip(&cmd.stones) {
+        let _ = writeln!(out, "\n# {}", s.words.join(" "));
+        out.push_str("[[relay]]\n");
+        let _ = writeln!(out, "name = {}", quote(&r.name));
+        let _ = writeln!(
+            out,
+            "protocol = \"{}\"",
+            if r.protocol == Protocol::Udp {
+                "udp"
+            } else {
+                "tcp"
+            }
+        );
+        let _ = writeln!(out, "listen = \"{}\"", r.listen);
+        let _ = writeln!(out, "upstream = {}", quote(&r.upstream.to_string()));
+        let _ = writeln!(out, "idle_timeout = {}", dur(r.idle_timeout));
+        let _ = writeln!(out, "connect_timeout = {}", dur(r.connect_timeout));
+        match r.protocol {
+            Protocol::Tcp => {
+                let _ = writeln!(out, "backlog = {}", r.backlog);
+            }
+            Protocol::Udp => {
+                let _ = writeln!(out, "max_sessions = {}", r.max_sessions);
+            }
+        }
+        if let Some(i) = &r.interface {
+            let _ = writeln!(out, "interface = {}", quote(i));
+        }
+        if r.v6only {
+            out.push_str("v6only = true\n");
+        }
+        if !r.acl.is_open() {
+            let mut rules: Vec<String> = r
+                .acl
+                .rules()
+                .iter()
+                .map(|rule| {
+                    let verb = if rule.action == Action::Allow {
+                        "allow"
+                    } else {
+                        "deny"
+                    };
+                    quote(&format!("{verb} {}", rule.block))
+                })
+                .collect();
+            // TOML's implicit default is "deny if any allow rule"; spell
+            // stone's default out when it differs.
+            let implicit = crate::acl::Acl::new(r.acl.rules().to_vec()).default_action();
+            if implicit != r.acl.default_action() {
+                rules.push(quote(if r.acl.default_action() == Action::Allow {
+                    "allow all"
+                } else {
+                    "deny all"
+                }));
+            }
+            let _ = writeln!(out, "acl = [{}]", rules.join(", "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_toml_parses_back_to_the_same_relays() {
+        let words: Vec<String> = "-T 30 -u 100 10.0.0.1:53/udp 5353/udp 10.0.0.0/8 ! 10.0.0.66 -- 10.0.0.2:80 127.0.0.1:8080 ! 10.0.0.66 ! 10.0.0.0/8"
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let cmd = crate::stone::parse(&words).unwrap();
+        let cfg = cmd.to_config().unwrap();
+        let text = render(&cmd, &cfg);
+        let back = Config::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e:?}"));
+        assert_eq!(back.relays.len(), 2);
+        for (a, b) in back.relays.iter().zip(&cfg.relays) {
+            assert_eq!(
+                (a.listen, &a.upstream, a.protocol, a.idle_timeout),
+                (b.listen, &b.upstream, b.protocol, b.idle_timeout)
+            );
+            for ip in ["10.0.0.66", "10.1.1.1", "192.0.2.1"] {
+                let ip = ip.parse().unwrap();
+                assert_eq!(a.acl.check(ip).0, b.acl.check(ip).0, "{ip}");
+            }
+            match a.protocol {
+                Protocol::Udp => assert_eq!(a.max_sessions, b.max_sessions),
+                Protocol::Tcp => assert_eq!(a.backlog, b.backlog),
+            }
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! Differential tests: each stone command line runs under Debian's real
+//! `stone` and under `ossrelay stone`, the same client script runs against
+//! both, and the observable outcomes must match. Rows marked `Differs`
+//! record a deliberate difference and assert ossrelay's side of it.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{bin, TempDir};
+
+/// What the client script does once the relay is up.
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    /// TCP echo through listen port #0 from 127.0.0.2, .3 and .4.
+    Tcp,
+    /// TCP echo through listen ports #0 and #1.
+    TcpTwo,
+    /// UDP echo from 127.0.0.2, .3 and .4.
+    Udp,
+    /// TCP echo over IPv6 loopback.
+    TcpV6,
+    /// The command must exit by itself; compare success/failure.
+    Exit,
+}
+
+/// How the two implementations are expected to compare.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    Same,
+    /// ossrelay refuses with exit 2 and a message containing this text,
+    /// while stone accepts: a form ossrelay does not implement (yet).
+    Differs(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    /// `{UP}` TCP echo port, `{UUP}` UDP echo port, `{L}`/`{L2}` listen
+    /// ports, `{CFG}` a config file holding `cfg`, `{DIR}` a scratch dir.
+    args: &'static str,
+    cfg: &'static str,
+    probe: Probe,
+    expect: Expect,
+}
+
+const fn case(name: &'static str, args: &'static str, probe: Probe) -> Case {
+    Case {
+        name,
+        args,
+        cfg: "",
+        probe,
+        expect: Expect::Same,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use Probe::*;
+    vec![
+        case("plain tcp", "127.0.0.1:{UP} {L}", Tcp),
+        case("shost:sport", "127.0.0.1:{UP} 127.0.0.1:{L}", Tcp),
+        case("the blog line, -d -d", "-d -d 127.0.0.1:{UP} {L}", Tcp),
+        case("grouped flags", "-dd -n -r 127.0.0.1:{UP} {L}", Tcp),
+        case(
+            "timeouts, backlog, buffer",
+            "-T 30 -A 10 -X 4096 127.0.0.1:{UP} {L}",
+            Tcp,
+        ),
+        case(
+            "flag group taking an argument",
+            "-Td 30 127.0.0.1:{UP} {L}",
+            Tcp,
+        ),
+        case("xhost single allow", "127.0.0.1:{UP} {L} 127.0.0.2", Tcp),
+        case("xhost bits", "127.0.0.1:{UP} {L} 127.0.0.0/30", Tcp),
+        case(
+            "xhost allow then ! deny",
+            "127.0.0.1:{UP} {L} 127.0.0.2 ! 127.0.0.3",
+            Tcp,
+        ),
+        case("xhost deny only", "127.0.0.1:{UP} {L} ! 127.0.0.3", Tcp),
+        case(
+            "xhost broad allow shadows deny",
+            "127.0.0.1:{UP} {L} 127.0.0.0/8 ! 127.0.0.3",
+            Tcp,
+        ),
+        case(
+            "xhost deny then toggled allow",
+            "127.0.0.1:{UP} {L} ! 127.0.0.3 ! 127.0.0.0/8",
+            Tcp,
+        ),
+        case(
+            "xhost extensions",
+            "127.0.0.1:{UP} {L} 127.0.0.2/32,v4 127.0.0.4/255.255.255.255",
+            Tcp,
+        ),
+        case(
+            "xhost dump mode",
+            "127.0.0.1:{UP} {L} 127.0.0.2/p0 127.0.0.3",
+            Tcp,
+        ),
+        case("udp", "127.0.0.1:{UUP}/udp {L}/udp", Udp),
+        case(
+            "udp with -u",
+            "-u 10 127.0.0.1:{UUP}/udp 127.0.0.1:{L}/udp",
+            Udp,
+        ),
+        case(
+            "udp with xhost",
+            "127.0.0.1:{UUP}/udp {L}/udp 127.0.0.3 127.0.0.4",
+            Udp,
+        ),
+        case(
+            "two stones",
+            "127.0.0.1:{UP} {L} -- 127.0.0.1:{UP} {L2}",
+            TcpTwo,
+        ),
+        case(
+            "options between stones",
+            "127.0.0.1:{UP} {L} -- -T 5 127.0.0.1:{UP} {L2}",
+            TcpTwo,
+        ),
+        case("ipv6 /v6", "::1:{UP6}/v6 ::1:{L}/v6", TcpV6),
+        case("-N valid", "-N 127.0.0.1:{UP} {L}", Exit),
+        case("-N service names", "-N 127.0.0.1:http {L}", Exit),
+        case("-N bad port extension", "-N 127.0.0.1:{UP}/bogus {L}", Exit),
+        case(
+            "-N unknown sport service",
+            "-N 127.0.0.1:{UP} nosuchservice",
+            Exit,
+        ),
+        case(
+            "-N unresolvable xhost",
+            "-N 127.0.0.1:{UP} {L} nonexistent.invalid",
+            Exit,
+        ),
+        case("unknown option", "-Z 127.0.0.1:{UP} {L}", Exit),
+        case("no stone", "-d", Exit),
+        case(
+            "-N is leading-only",
+            "127.0.0.1:{UP} {L} -- -N 127.0.0.1:{UP} {L2}",
+            Exit,
+        ),
+        Case {
+            name: "-C file, no preprocessor",
+            args: "-P '' -C {CFG}",
+            cfg: "-d\n127.0.0.1:{UP}\n  {L} 127.0.0.2\n",
+            probe: Tcp,
+            expect: Expect::Same,
+        },
+        Case {
+            name: "-C file through cpp",
+            args: "-C {CFG}",
+            cfg: "#define UP 127.0.0.1:{UP}\nUP {L} ! 127.0.0.3\n",
+            probe: Tcp,
+            expect: Expect::Same,
+        },
+        Case {
+            name: "-N -C file",
+            args: "-N -P '' -C {CFG}",
+            cfg: "127.0.0.1:{UP} {L}\n",
+            probe: Exit,
+            expect: Expect::Same,
+        },
+        case("-i pid file", "-i {DIR}/pid 127.0.0.1:{UP} {L}", Tcp),
+        case("-L log file", "-L {DIR}/log -d -d 127.0.0.1:{UP} {L}", Tcp),
+        Case {
+            name: "/ssl sport",
+            args: "-N 127.0.0.1:{UP} {L}/ssl",
+            cfg: "",
+            probe: Exit,
+            expect: Expect::Differs("/ssl"),
+        },
+        Case {
+            name: "proxy stone",
+            args: "-N proxy {L}",
+            cfg: "",
+            probe: Exit,
+            expect: Expect::Differs("`proxy` stone"),
+        },
+        Case {
+            name: "health stone",
+            args: "-N health {L}",
+            cfg: "",
+            probe: Exit,
+            expect: Expect::Differs("`health` stone"),
+        },
+        Case {
+            name: "/http dest",
+            args: "-N 127.0.0.1:{UP}/http {L} GET\\ /\\ HTTP/1.0",
+            cfg: "",
+            probe: Exit,
+            expect: Expect::Differs("/http"),
+        },
+        Case {
+            name: "-b backup",
+            args: "-N -b 5 127.0.0.1:{UP} 127.0.0.1:{UP} 127.0.0.1:{UP} {L}",
+            cfg: "",
+            probe: Exit,
+            expect: Expect::Differs("-b: not supported"),
+        },
+        Case {
+            name: "-B group",
+            args: "-N -B 127.0.0.1:{UP} 127.0.0.1:{UP} -- 127.0.0.1:{UP} {L}",
+            cfg: "",
+            probe: Exit,
+            expect: Expect::Differs("-B: not supported"),
+        },
+        Case {
+            name: "-p packet dump",
+            args: "-N -p 127.0.0.1:{UP} {L}",
+            cfg: "",
+            probe: Exit,
+            expect: Expect::Differs("-p: not supported"),
+        },
+    ]
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Splits like a shell for the few quoting forms the table uses.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut any = false;
+    let mut chars = s.chars();
+    let mut in_quote = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_quote = !in_quote;
+                any = true;
+            }
+            '\\' if !in_quote => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    any = true;
+                }
+            }
+            ' ' if !in_quote => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// True when something is bound to `port` (read from /proc, without
+/// connecting, so single-client peers are not disturbed).
+fn bound(port: u16, udp: bool) -> bool {
+    let files: &[&str] = if udp {
+        &["/proc/net/udp", "/proc/net/udp6"]
+    } else {
+        &["/proc/net/tcp", "/proc/net/tcp6"]
+    };
+    let needle = format!(":{port:04X}");
+    files.iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                // local_address ends with the port; state 0A is LISTEN for TCP.
+                cols.get(1).is_some_and(|a| a.ends_with(&needle))
+                    && (udp || cols.get(3) == Some(&"0A"))
+            })
+    })
+}
+
+struct Running {
+    child: Child,
+    stderr_path: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(program: &str, prefix: &[&str], args: &[String], dir: &Path, tag: &str) -> Running {
+    let stderr_path = dir.join(format!("{tag}.stderr"));
+    let child = Command::new(program)
+        .args(prefix)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    Running { child, stderr_path }
+}
+
+fn tcp_echo(addr: SocketAddr, from: Option<Ipv4Addr>, msg: &[u8]) -> String {
+    let sock = match addr {
+        SocketAddr::V4(_) => {
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        }
+        SocketAddr::V6(_) => {
+            socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+        }
+    }
+    .unwrap();
+    if let Some(ip) = from {
+        sock.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+    }
+    if sock
+        .connect_timeout(&addr.into(), Duration::from_secs(2))
+        .is_err()
+    {
+        return "connect-refused".into();
+    }
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    if s.write_all(msg).is_err() {
+        return "closed".into();
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) if got == msg => "echoed".into(),
+        Ok(_) if got.is_empty() => "closed".into(),
+        Ok(_) => format!("garbled({} bytes)", got.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "closed".into(),
+        Err(e) => format!("error({:?})", e.kind()),
+    }
+}
+
+fn udp_echo(port: u16, from: Ipv4Addr, msg: &[u8]) -> String {
+    let s = UdpSocket::bind((from, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    s.connect(("127.0.0.1", port)).unwrap();
+    s.send(msg).unwrap();
+    let mut buf = [0u8; 2048];
+    match s.recv(&mut buf) {
+        Ok(n) if &buf[..n] == msg => "echoed".into(),
+        Ok(n) => format!("garbled({n})"),
+        Err(_) => "no-reply".into(),
+    }
+}
+
+const SOURCES: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(127, 0, 0, 2),
+    Ipv4Addr::new(127, 0, 0, 3),
+    Ipv4Addr::new(127, 0, 0, 4),
+];
+
+struct Ports {
+    up: u16,
+    up6: u16,
+    uup: u16,
+}
+
+/// Runs one implementation of one case; returns the observed outcome.
+/// A listen port picked as free can still be refused (stone binds without
+/// SO_REUSEADDR, and an old client socket in TIME_WAIT may hold the port),
+/// so a start-up bind failure is retried with fresh ports.
+fn observe(
+    c: &Case,
+    program: &str,
+    prefix: &[&str],
+    ports: &Ports,
+    dir: &Path,
+    tag: &str,
+) -> (String, String) {
+    let mut last = (String::new(), String::new());
+    for _ in 0..5 {
+        last = observe_once(c, program, prefix, ports, dir, tag);
+        let bind_failed = last.0.starts_with("exited early")
+            && (last.1.contains("Can't bind") || last.1.contains("address already in use"));
+        if !bind_failed {
+            break;
+        }
+    }
+    last
+}
+
+fn observe_once(
+    c: &Case,
+    program: &str,
+    prefix: &[&str],
+    ports: &Ports,
+    dir: &Path,
+    tag: &str,
+) -> (String, String) {
+    let (l, l2) = (free_port(), free_port());
+    let fill = |s: &str| {
+        s.replace("{UP6}", &ports.up6.to_string())
+            .replace("{UUP}", &ports.uup.to_string())
+            .replace("{UP}", &ports.up.to_string())
+            .replace("{L2}", &l2.to_string())
+            .replace("{L}", &l.to_string())
+            .replace("{DIR}", &dir.display().to_string())
+            .replace("{CFG}", &dir.join("stone.cfg").display().to_string())
+    };
+    std::fs::write(dir.join("stone.cfg"), fill(c.cfg)).unwrap();
+    let args = shell_words(&fill(c.args));
+    let mut run = spawn(program, prefix, &args, dir, tag);
+    let outcome = match c.probe {
+        Probe::Exit => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(st) = run.child.try_wait().unwrap() {
+                    break format!("exit-{}", if st.success() { "ok" } else { "fail" });
+                }
+                if Instant::now() > deadline {
+                    break "still-running".into();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        probe => {
+            let udp = matches!(probe, Probe::Udp);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let ports_up = |p| bound(p, udp);
+            while !(ports_up(l) && (!matches!(probe, Probe::TcpTwo) || ports_up(l2))) {
+                if let Some(st) = run.child.try_wait().unwrap() {
+                    let err = std::fs::read_to_string(&run.stderr_path).unwrap_or_default();
+                    return (format!("exited early ({st})"), err);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{tag}: {} never bound {l}",
+                    c.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let msg = format!("ping {}\n", c.name);
+            match probe {
+                Probe::Tcp => SOURCES
+                    .iter()
+                    .map(|ip| {
+                        format!(
+                            "{ip}:{}",
+                            tcp_echo(
+                                SocketAddr::from(([127, 0, 0, 1], l)),
+                                Some(*ip),
+                                msg.as_bytes()
+                            )
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Probe::TcpTwo => [l, l2]
+                    .iter()
+                    .map(|p| tcp_echo(SocketAddr::from(([127, 0, 0, 1], *p)), None, msg.as_bytes()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Probe::TcpV6 => {
+                    tcp_echo(format!("[::1]:{l}").parse().unwrap(), None, msg.as_bytes())
+                }
+                Probe::Udp => SOURCES
+                    .iter()
+                    .map(|ip| format!("{ip}:{}", udp_echo(l, *ip, msg.as_bytes())))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Probe::Exit => unreachable!(),
+            }
+        }
+    };
+    let pid = run.child.id();
+    drop(run);
+    let mut outcome = outcome;
+    let pid_file = dir.join("pid");
+    if c.args.contains("{DIR}/pid") {
+        let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        outcome.push_str(if written.trim() == pid.to_string() {
+            " pid-file:ok"
+        } else {
+            " pid-file:wrong"
+        });
+        let _ = std::fs::remove_file(&pid_file);
+    }
+    let log_file = dir.join("log");
+    if c.args.contains("{DIR}/log") {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        let accepted = log
+            .lines()
+            .filter(|l| l.contains(": accepted TCP "))
+            .count();
+        outcome.push_str(&format!(" log-file-accepted:{accepted}"));
+        let _ = std::fs::remove_file(&log_file);
+    }
+    let err = std::fs::read_to_string(dir.join(format!("{tag}.stderr"))).unwrap_or_default();
+    (outcome, err)
+}
+
+fn start_echo_servers() -> Ports {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp6 = TcpListener::bind("[::1]:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ports = Ports {
+        up: tcp.local_addr().unwrap().port(),
+        up6: tcp6.local_addr().unwrap().port(),
+        uup: udp.local_addr().unwrap().port(),
+    };
+    for l in [tcp, tcp6] {
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut buf = Vec::new();
+                    let _ = s.read_to_end(&mut buf);
+                    let _ = s.write_all(&buf);
+                });
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..n], from);
+        }
+    });
+    ports
+}
+
+fn stone_path() -> Option<&'static str> {
+    Path::new("/usr/bin/stone")
+        .exists()
+        .then_some("/usr/bin/stone")
+}
+
+#[test]
+fn stone_command_lines_behave_like_real_stone() {
+    let Some(stone) = stone_path() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install Debian's stone for the differential test"
+        );
+        eprintln!("SKIPPED stone_command_lines_behave_like_real_stone: /usr/bin/stone not installed (apt-get install stone)");
+        return;
+    };
+    let ports = start_echo_servers();
+    let dir = TempDir::new("stone-diff");
+    let all = cases();
+    assert!(all.len() >= 25);
+    let mut failures = Vec::new();
+    for (i, c) in all.iter().enumerate() {
+        let (theirs, their_log) = observe(c, stone, &[], &ports, &dir.0, &format!("stone{i}"));
+        let (ours, our_log) = observe(
+            c,
+            bin(),
+            &["stone"],
+            &ports,
+            &dir.0,
+            &format!("ossrelay{i}"),
+        );
+        match c.expect {
+            Expect::Same if theirs == ours => {}
+            Expect::Same => failures.push(format!("{}: stone {theirs:?} vs ossrelay {ours:?}\n  stone log: {their_log}\n  ossrelay log: {our_log}", c.name)),
+            Expect::Differs(needle) => {
+                if theirs != "exit-ok" {
+                    failures.push(format!("{}: expected stone to accept, got {theirs:?}: {their_log}", c.name));
+                }
+                if ours != "exit-fail" || !our_log.contains(needle) {
+                    failures.push(format!("{}: expected ossrelay to refuse naming {needle:?}, got {ours:?}: {our_log}", c.name));
+                }
+            }
+        }
+        eprintln!("{:40} stone={theirs:<50} ossrelay={ours}", c.name);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// At -d -d every connection logs stone's accepted line, in both.
+#[test]
+fn accepted_line_regex_matches_for_every_connection() {
+    let Some(stone) = stone_path() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install Debian's stone"
+        );
+        eprintln!("SKIPPED accepted_line_regex_matches_for_every_connection: /usr/bin/stone not installed");
+        return;
+    };
+    let ports = start_echo_servers();
+    let dir = TempDir::new("stone-regex");
+    for (program, prefix) in [(stone, &[][..]), (bin(), &["stone"][..])] {
+        let (run, l) = start_bound(program, prefix, &dir.0, |l| {
+            format!("-d -d 127.0.0.1:{} {l}", ports.up)
+        });
+        let mut client_ports = Vec::new();
+        for _ in 0..3 {
+            let s = TcpStream::connect(("127.0.0.1", l)).unwrap();
+            client_ports.push(s.local_addr().unwrap().port());
+            let mut s = s;
+            s.write_all(b"x").unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut v = Vec::new();
+            s.read_to_end(&mut v).unwrap();
+            assert_eq!(v, b"x");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = std::fs::read_to_string(&run.stderr_path).unwrap();
+            let matched: Vec<u16> = log.lines().filter_map(accepted_port).collect();
+            if client_ports.iter().all(|p| matched.contains(p)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{program}: accepted lines missing for {client_ports:?} in:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts `program` on a fresh listen port until it binds (stone does not
+/// set SO_REUSEADDR, so a port in TIME_WAIT can refuse it; retry then).
+fn start_bound(
+    program: &str,
+    prefix: &[&str],
+    dir: &Path,
+    args: impl Fn(u16) -> String,
+) -> (Running, u16) {
+    for _ in 0..5 {
+        let l = free_port();
+        let mut run = spawn(program, prefix, &shell_words(&args(l)), dir, "regex");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bound(l, false)
+            && Instant::now() < deadline
+            && run.child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if bound(l, false) {
+            return (run, l);
+        }
+    }
+    panic!("{program} never bound a listen port");
+}
+
+/// Matches `stone \d+: accepted TCP \d+ from <ip>:<port> mode=\d+` and
+/// returns the port.
+fn accepted_port(line: &str) -> Option<u16> {
+    let at = line.find("stone ")?;
+    let rest = &line[at + 6..];
+    let (n, rest) = rest.split_once(": accepted TCP ")?;
+    n.parse::<u32>().ok()?;
+    let (fd, rest) = rest.split_once(" from ")?;
+    fd.parse::<u32>().ok()?;
+    let (addr, rest) = rest.split_once(" mode=")?;
+    rest.split_whitespace().next()?.parse::<u32>().ok()?;
+    let (ip, port) = addr.rsplit_once(':')?;
+    ip.parse::<std::net::IpAddr>().ok()?;
+    port.parse().ok()
+}
+
+#[test]
+fn symlink_named_stone_runs_the_stone_parser() {
+    let dir = TempDir::new("stone-link");
+    let link = dir.0.join("stone");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    let via_link = Command::new(&link)
+        .args(["-N", "127.0.0.1:9", "18099"])
+        .output()
+        .unwrap();
+    let via_sub = Command::new(bin())
+        .args(["stone", "-N", "127.0.0.1:9", "18099"])
+        .output()
+        .unwrap();
+    assert_eq!(via_link.status.code(), Some(0));
+    assert_eq!(via_sub.status.code(), Some(0));
+    let strip = |o: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(o)
+            .lines()
+            .filter(|l| l.contains(" <- "))
+            .filter_map(|l| l.split_once(" stone ").map(|(_, r)| r.to_string()))
+            .collect()
+    };
+    assert_eq!(strip(&via_link.stderr), strip(&via_sub.stderr));
+    assert!(
+        strip(&via_link.stderr)
+            .iter()
+            .any(|l| l.ends_with(": 127.0.0.1:9 <- 0.0.0.0:18099")),
+        "{:?}",
+        strip(&via_link.stderr)
+    );
+    let bad = Command::new(&link)
+        .args(["-q", "cert=x", "h:1", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("-q: not supported"));
+}
