@@ -446,6 +446,16 @@ impl StoneCommand {
             r.backlog = self.backlog.unwrap_or(STONE_BACKLOG);
             r.interface = s.listen.interface.clone();
             r.v6only = s.listen.v6only;
+            if let Some(other) = relays.iter().position(|o: &RelayConfig| o.listen == r.listen && o.protocol == r.protocol) {
+                return Err(format!(
+                    "<stone> #{} ({}): {} {} is already used by <stone> #{}; ossrelay does not share one listener between stones",
+                    i + 1,
+                    s.words.join(" "),
+                    r.protocol,
+                    r.listen,
+                    other + 1
+                ));
+            }
             relays.push(r);
         }
         Ok(Config {
@@ -563,6 +573,12 @@ mod tests {
             let err = parse(&words(line)).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn duplicate_listen_is_refused() {
+        let c = parse(&words("h:80 8080 10.0.0.1 -- h:81 8080 10.0.0.2")).unwrap();
+        assert!(c.to_config().unwrap_err().contains("already used"));
     }
 
     #[test]
