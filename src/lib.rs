@@ -7,12 +7,18 @@
 
 pub mod acl;
 pub mod config;
+#[cfg(feature = "store")]
+pub mod demo;
 pub mod error;
 pub mod observe;
 pub mod relay;
 pub mod resolve;
+#[cfg(feature = "store")]
+pub mod s3client;
 pub mod server;
 pub mod stone;
+#[cfg(feature = "store")]
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;

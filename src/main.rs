@@ -41,6 +41,41 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         log_file: Option<PathBuf>,
     },
+    /// Run the blog's private path to OSS on loopback and check every step.
+    #[cfg(feature = "store")]
+    #[command(
+        after_help = "Examples:\n  ossrelay demo\n  ossrelay demo --keep    # leave store and relay up for aws/s3cmd/rclone"
+    )]
+    Demo {
+        /// Leave the store and relay running afterwards (until Ctrl-C).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Serve a directory as S3-compatible storage (the stand-in for OSS).
+    #[cfg(feature = "store")]
+    #[command(
+        after_help = "Each top-level folder of --root is a bucket.\n\nExamples:\n  ossrelay store --root /srv/oss --listen 127.0.0.1:9000\n  ossrelay store --root /srv/oss --listen 0.0.0.0:80 --domain oss-ap-northeast-1-internal.aliyuncs.com \\\n      --bucket aws-alibaba-oss --access-key AK --secret-key SK"
+    )]
+    Store {
+        /// Directory to serve; must exist.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Accept virtual-hosted-style requests for <bucket>.<NAME>.
+        #[arg(long, value_name = "NAME")]
+        domain: Option<String>,
+        /// Create this bucket (folder) if missing; repeatable.
+        #[arg(long, value_name = "NAME")]
+        bucket: Vec<String>,
+        /// Require requests signed with this access key.
+        #[arg(long, value_name = "K", requires = "secret_key")]
+        access_key: Option<String>,
+        /// Secret for --access-key.
+        #[arg(long, value_name = "S", requires = "access_key")]
+        secret_key: Option<String>,
+    },
     /// Run a stone 2.4 command line (options, <stone>s, `--` separators).
     #[command(after_help = STONE_HELP)]
     Stone {
@@ -97,6 +132,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Stone { print_toml, args } => stone(args, print_toml),
+        #[cfg(feature = "store")]
+        Command::Demo { keep } => demo(keep),
+        #[cfg(feature = "store")]
+        Command::Store {
+            root,
+            listen,
+            domain,
+            bucket,
+            access_key,
+            secret_key,
+        } => store(root, listen, domain, bucket, access_key.zip(secret_key)),
         Command::Run {
             config,
             check,
@@ -104,6 +150,95 @@ fn main() -> ExitCode {
             log_file,
         } => run(config, check, log_format, log_file),
     }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("ossrelay: cannot start runtime: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(feature = "store")]
+fn demo(keep: bool) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let passed = rt.block_on(ossrelay::demo::run(ossrelay::demo::DemoOptions { keep }));
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[cfg(feature = "store")]
+fn store(
+    root: PathBuf,
+    listen: std::net::SocketAddr,
+    domain: Option<String>,
+    buckets: Vec<String>,
+    keys: Option<(String, String)>,
+) -> ExitCode {
+    use ossrelay::store::{Store, StoreConfig};
+    if !root.is_dir() {
+        eprintln!(
+            "ossrelay store: --root {}: no such directory",
+            root.display()
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(e) = ossrelay::store::create_buckets(&root, &buckets) {
+        eprintln!("ossrelay store: {e}");
+        return ExitCode::from(1);
+    }
+    let cfg = StoreConfig { root, domain, keys };
+    let store = match Store::new(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ossrelay store: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = ossrelay::observe::logfmt::init(LogFormat::Text, "info", None);
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    rt.block_on(async {
+        let listener = match ossrelay::store::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ossrelay store: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            "store: serving {} on {addr}{}",
+            cfg.root.display(),
+            cfg.domain
+                .as_deref()
+                .map(|d| format!(" (virtual hosts *.{d})"))
+                .unwrap_or_default()
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            s2.cancel();
+        });
+        store.serve(listener, stop).await;
+        ExitCode::SUCCESS
+    })
 }
 
 fn stone(mut args: Vec<String>, mut print_toml: bool) -> ExitCode {

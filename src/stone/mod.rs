@@ -446,7 +446,10 @@ impl StoneCommand {
             r.backlog = self.backlog.unwrap_or(STONE_BACKLOG);
             r.interface = s.listen.interface.clone();
             r.v6only = s.listen.v6only;
-            if let Some(other) = relays.iter().position(|o: &RelayConfig| o.listen == r.listen && o.protocol == r.protocol) {
+            if let Some(other) = relays
+                .iter()
+                .position(|o: &RelayConfig| o.listen == r.listen && o.protocol == r.protocol)
+            {
                 return Err(format!(
                     "<stone> #{} ({}): {} {} is already used by <stone> #{}; ossrelay does not share one listener between stones",
                     i + 1,

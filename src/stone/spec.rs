@@ -75,9 +75,6 @@ fn unsupported_ext(ext: &str, side: &str) -> Option<String> {
 
 fn port_number(text: &str, udp: bool, what: &str) -> Result<u16, String> {
     if let Ok(n) = text.parse::<u16>() {
-        if n == 0 {
-            return Err(format!("{what}: port 0 is not allowed"));
-        }
         return Ok(n);
     }
     services::lookup(text, if udp { "udp" } else { "tcp" }).ok_or_else(|| {
@@ -121,6 +118,9 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         }
     }
     t.port = port_number(port, t.udp, text)?;
+    if t.port == 0 {
+        return Err(format!("{text:?}: destination port 0 is not allowed"));
+    }
     Ok(t)
 }
 

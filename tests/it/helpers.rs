@@ -9,7 +9,7 @@ use std::time::Duration;
 use ossrelay::config::{Config, LogFormat, RelayConfig};
 use ossrelay::resolve::Resolve;
 use ossrelay::server::Server;
-use sha2::{Digest, Sha256};
+use sha2_dev::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 

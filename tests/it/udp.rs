@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ossrelay::config::{RelayConfig, Upstream};
 use ossrelay::resolve::SystemResolver;
-use sha2::{Digest, Sha256};
+use sha2_dev::{Digest, Sha256};
 use tokio::net::UdpSocket;
 
 use crate::helpers::*;
