@@ -4,5 +4,7 @@
 mod cli;
 mod helpers;
 mod stone_diff;
+#[cfg(feature = "store")]
+mod store;
 mod tcp;
 mod udp;

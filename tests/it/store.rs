@@ -1,0 +1,247 @@
+//! The OSS stand-in (`ossrelay store`) and the demo.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ossrelay::resolve::StaticResolver;
+use ossrelay::s3client::sigv4::{sha256_hex, Signer};
+use ossrelay::s3client::{Client, ClientError};
+use ossrelay::store::{Store, StoreConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{bin, TempDir};
+
+const DOMAIN: &str = "oss-ap-northeast-1-internal.aliyuncs.com";
+
+struct Running {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    _dir: TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start_store(tag: &str, keys: bool) -> Running {
+    let dir = TempDir::new(tag);
+    ossrelay::store::create_buckets(&dir.0, &["aws-alibaba-oss".to_string()]).unwrap();
+    let store = Store::new(&StoreConfig {
+        root: dir.0.clone(),
+        domain: Some(DOMAIN.into()),
+        keys: keys.then(|| ("AKTEST".to_string(), "SKTEST".to_string())),
+    })
+    .unwrap();
+    let listener = ossrelay::store::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(store.serve(listener, stop.clone()));
+    Running {
+        addr,
+        stop,
+        _dir: dir,
+    }
+}
+
+fn client(addr: SocketAddr, signed: bool) -> Client {
+    let hosts = StaticResolver::new();
+    for n in [
+        DOMAIN.to_string(),
+        format!("aws-alibaba-oss.{DOMAIN}"),
+        format!("other.{DOMAIN}"),
+    ] {
+        hosts.set(&n, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    }
+    Client {
+        endpoint: DOMAIN.into(),
+        port: addr.port(),
+        signer: signed.then(|| Signer {
+            access_key: "AKTEST".into(),
+            secret_key: "SKTEST".into(),
+            region: "oss-ap-northeast-1".into(),
+        }),
+        resolver: Arc::new(hosts),
+        timeout: Duration::from_secs(30),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_virtual_hosted_requests_work_and_carry_a_request_id() {
+    let s = start_store("store-signed", true).await;
+    let c = client(s.addr, true);
+    let body = Bytes::from_static(b"hello oss\n");
+    c.put_object("aws-alibaba-oss", "dir/a b.txt", body.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_object("aws-alibaba-oss", "dir/a b.txt")
+            .await
+            .unwrap(),
+        body
+    );
+    let objs = c.list_objects("aws-alibaba-oss", 10).await.unwrap();
+    assert_eq!(
+        objs.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+        ["dir/a b.txt"]
+    );
+    let r = c
+        .request(
+            "GET",
+            Some("aws-alibaba-oss"),
+            "dir/a b.txt",
+            &[],
+            Bytes::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    let id = r.header("x-oss-request-id").expect("x-oss-request-id");
+    assert_eq!(id.len(), 24);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    // Unsigned requests are refused when keys are set, with an OSS-style id.
+    match client(s.addr, false)
+        .list_objects("aws-alibaba-oss", 1)
+        .await
+    {
+        Err(ClientError::Status {
+            status: 403,
+            code,
+            request_id,
+            ..
+        }) => {
+            assert_eq!(code, "AccessDenied");
+            assert_eq!(request_id.len(), 24);
+        }
+        other => panic!("anonymous request not refused: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_altered_in_transit_is_rejected_and_not_stored() {
+    let s = start_store("store-tamper", true).await;
+    let signer = Signer {
+        access_key: "AKTEST".into(),
+        secret_key: "SKTEST".into(),
+        region: "oss-ap-northeast-1".into(),
+    };
+    let host = format!("aws-alibaba-oss.{DOMAIN}:{}", s.addr.port());
+    let signed_body = b"the original body";
+    let sent_body = b"the altered! body";
+    let sig = signer.sign(
+        "PUT",
+        &host,
+        "/tampered.txt",
+        &[],
+        &sha256_hex(signed_body),
+        ossrelay::observe::time::Civil::now(),
+    );
+    let req = format!(
+        "PUT /tampered.txt HTTP/1.1\r\nHost: {host}\r\nx-amz-date: {}\r\nx-amz-content-sha256: {}\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        sig.amz_date, sig.content_sha256, sig.authorization, sent_body.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tcp.write_all(sent_body).await.unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).await.unwrap();
+    let status: u16 = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(status >= 400, "altered body accepted: {resp}");
+    match client(s.addr, true)
+        .get_object("aws-alibaba-oss", "tampered.txt")
+        .await
+    {
+        Err(ClientError::Status { status: 404, .. }) => {}
+        other => panic!("altered object was stored: {other:?}"),
+    }
+    // The same request with the body it was signed for is accepted.
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tcp.write_all(signed_body).await.unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_style_and_anonymous_access_without_keys() {
+    let s = start_store("store-anon", false).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let req = format!("GET /aws-alibaba-oss?list-type=2 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", s.addr.port());
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    tcp.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("<Name>aws-alibaba-oss</Name>"), "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("x-oss-request-id:"));
+}
+
+#[test]
+fn store_cli_errors_name_the_path_and_address() {
+    let out = Command::new(bin())
+        .args([
+            "store",
+            "--root",
+            "/nonexistent/oss-root",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/oss-root"));
+    let dir = TempDir::new("store-inuse");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(bin())
+        .args(["store", "--listen", &addr, "--root"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&addr) && err.contains("address already in use"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_passes_every_step() {
+    let out = Command::new(bin()).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("demo: every step passed"), "{stdout}");
+    assert!(
+        stdout.contains("oss://aws-alibaba-oss/test2.txt"),
+        "{stdout}"
+    );
+    let accepted = stdout
+        .lines()
+        .filter(|l| {
+            l.contains(": accepted TCP ") && l.contains(" from 127.0.0.1:") && l.contains(" mode=0")
+        })
+        .count();
+    assert!(accepted >= 6, "{stdout}");
+    let sent = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 sent     "))
+        .unwrap();
+    let got = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 received "))
+        .unwrap();
+    assert_eq!(sent, got);
+}
