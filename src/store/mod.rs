@@ -5,6 +5,8 @@
 //! are verified. Every response carries `x-oss-request-id` so probes can
 //! tell an OSS-like endpoint from an arbitrary web server.
 
+pub mod compat;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -99,7 +101,7 @@ impl Store {
             return Err(root_err("not a directory".into()));
         }
         let fs = s3s_fs::FileSystem::new(&cfg.root).map_err(|e| root_err(format!("{e:?}")))?;
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        let mut builder = s3s::service::S3ServiceBuilder::new(compat::OssFs(fs));
         if let Some((ak, sk)) = &cfg.keys {
             builder.set_auth(s3s::auth::SimpleAuth::from_single(ak.clone(), sk.clone()));
         }

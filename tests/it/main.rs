@@ -6,5 +6,7 @@ mod helpers;
 mod stone_diff;
 #[cfg(feature = "store")]
 mod store;
+#[cfg(feature = "store")]
+mod system;
 mod tcp;
 mod udp;

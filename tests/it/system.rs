@@ -1,0 +1,43 @@
+//! The blog's topology in network namespaces with awscli, s3cmd and rclone
+//! (tests/system/blog.sh), once each with ossrelay, Debian's stone and
+//! ossrelay through a symlink named `stone`. Needs root; skips with the
+//! reason printed otherwise, and never skips under CI.
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(kind: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/system/blog.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(crate::helpers::bin())
+        .arg(kind)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {
+            assert!(
+                stdout.contains(&format!("steps passed ({kind})")),
+                "{stdout}"
+            );
+            eprintln!("{stdout}");
+        }
+        Some(77) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "system test skipped under CI: {stdout}"
+            );
+            eprintln!("SKIPPED system test ({kind}): {}", stdout.trim());
+        }
+        code => panic!("system test ({kind}) failed with {code:?}:\n{stdout}\n{stderr}"),
+    }
+}
+
+#[test]
+fn blog_topology_with_real_clients() {
+    for kind in ["ossrelay", "stone", "symlink"] {
+        run(kind);
+    }
+}

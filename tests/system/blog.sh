@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The blog's topology in network namespaces, with real S3 clients.
+#
+#   client (10.0.10.30)  --  router (VPN)  --  relay (172.31.10.171)  --  oss (100.118.0.5)
+#
+# Only the relay can reach the oss namespace (a 100.64.0.0/10 address, like
+# an OSS intranet VIP). The client has exactly the blog's two hosts lines;
+# the relay's hosts file maps the endpoint to the store.
+#
+#   tests/system/blog.sh OSSRELAY_BIN RELAY_KIND
+#     RELAY_KIND: ossrelay | stone (Debian's) | symlink (ossrelay named stone)
+#
+# Needs root, ip netns, awscli, s3cmd, rclone (and stone for RELAY_KIND=stone).
+# Exit 0: every step passed; 1: a step failed; 77: skipped (reason printed).
+set -euo pipefail
+
+bin=${1:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink}
+kind=${2:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink}
+bin=$(readlink -f "$bin")
+
+skip() { echo "SKIPPED: $*"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root for ip netns"
+command -v ip >/dev/null || skip "ip (iproute2) not installed"
+ip netns list >/dev/null 2>&1 || skip "ip netns unavailable"
+for t in aws s3cmd rclone sha256sum; do command -v "$t" >/dev/null || skip "$t not installed"; done
+[ "$kind" != stone ] || command -v stone >/dev/null || skip "stone not installed"
+
+ENDPOINT=oss-ap-northeast-1-internal.aliyuncs.com
+BUCKET=aws-alibaba-oss
+AK=LTAIsystemTestKey01
+SK=systemTestSecretKey0123456789
+id=$$
+ns_c=osr$id-client; ns_r=osr$id-router; ns_x=osr$id-relay; ns_o=osr$id-oss
+work=$(mktemp -d /tmp/ossrelay-system.XXXXXX)
+pids=()
+
+cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  for ns in "$ns_c" "$ns_r" "$ns_x" "$ns_o"; do
+    ip netns del "$ns" 2>/dev/null
+    rm -rf "/etc/netns/$ns"
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step=0
+pass() { step=$((step + 1)); echo "ok $step - $*"; }
+fail() { echo "not ok - $*"; echo "--- last command output"; tail -30 "$work/last.out" 2>/dev/null; tail -10 "$work/out.txt" 2>/dev/null; echo "--- relay log"; cat "$work/relay.log" 2>/dev/null | tail -20; echo "--- store log"; tail -20 "$work/store.log" 2>/dev/null; exit 1; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# --- topology
+for ns in "$ns_c" "$ns_r" "$ns_x" "$ns_o"; do ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
+link() { # nsA ifA addrA nsB ifB addrB
+  ip link add "$2" type veth peer name "$5"
+  ip link set "$2" netns "$1"; ip link set "$5" netns "$4"
+  in_ns "$1" ip addr add "$3" dev "$2"; in_ns "$1" ip link set "$2" up
+  in_ns "$4" ip addr add "$6" dev "$5"; in_ns "$4" ip link set "$5" up
+}
+link "$ns_c" "c$id" 10.0.10.30/24 "$ns_r" "rc$id" 10.0.10.1/24
+link "$ns_r" "rx$id" 172.31.10.1/24 "$ns_x" "x$id" 172.31.10.171/24
+link "$ns_x" "xo$id" 100.118.0.1/24 "$ns_o" "o$id" 100.118.0.5/24
+in_ns "$ns_r" sysctl -qw net.ipv4.ip_forward=1
+in_ns "$ns_c" ip route add default via 10.0.10.1
+in_ns "$ns_x" ip route add 10.0.10.0/24 via 172.31.10.1
+mkdir -p "/etc/netns/$ns_c" "/etc/netns/$ns_x"
+printf '127.0.0.1 localhost\n172.31.10.171 %s\n172.31.10.171 %s.%s\n' "$ENDPOINT" "$BUCKET" "$ENDPOINT" > "/etc/netns/$ns_c/hosts"
+printf '127.0.0.1 localhost\n100.118.0.5 %s\n' "$ENDPOINT" > "/etc/netns/$ns_x/hosts"
+pass "namespaces: client 10.0.10.30, router, relay 172.31.10.171, oss 100.118.0.5"
+
+wait_port() { # ns ip port
+  for _ in $(seq 200); do
+    if in_ns "$1" ss -Hltn "sport = :$3" | grep -q "$2:$3\|\*:$3\|0.0.0.0:$3"; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+# --- the store (OSS stand-in), reachable only from the relay
+mkdir -p "$work/root"
+in_ns "$ns_o" "$bin" store --root "$work/root" --listen 100.118.0.5:80 --domain "$ENDPOINT" \
+  --bucket "$BUCKET" --access-key "$AK" --secret-key "$SK" >"$work/store.log" 2>&1 &
+pids+=($!)
+wait_port "$ns_o" 100.118.0.5 80 || fail "store did not start"
+if in_ns "$ns_c" timeout 3 bash -c "exec 3<>/dev/tcp/100.118.0.5/80" 2>/dev/null; then
+  fail "the client can reach the oss namespace directly"
+fi
+pass "client cannot reach 100.118.0.5:80 directly"
+in_ns "$ns_x" timeout 3 bash -c "exec 3<>/dev/tcp/100.118.0.5/80" || fail "relay cannot reach the store"
+pass "relay reaches the store"
+
+# --- the relay, with the blog's exact command line
+case "$kind" in
+  ossrelay) relay=("$bin" stone) ;;
+  stone) relay=(stone) ;;
+  symlink) ln -s "$bin" "$work/stone"; relay=("$work/stone") ;;
+  *) echo "unknown relay kind $kind"; exit 2 ;;
+esac
+(cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}" -d -d "$ENDPOINT:80" 80) >"$work/relay.log" 2>&1 &
+pids+=($!)
+wait_port "$ns_x" 0.0.0.0 80 || fail "relay did not start"
+pass "relay started: ${relay[*]} -d -d $ENDPOINT:80 80"
+
+# --- client files
+head -c 100M /dev/urandom > "$work/big.bin"
+echo "test2 through the private path ($kind)" > "$work/test2.txt"
+big_sum=$(sha256sum < "$work/big.bin" | cut -d' ' -f1)
+cd "$work"
+
+# --- awscli, virtual-hosted style
+cat > "$work/aws.cfg" <<CFG
+[default]
+region = oss-ap-northeast-1
+s3 =
+    addressing_style = virtual
+CFG
+aws_() {
+  in_ns "$ns_c" env AWS_CONFIG_FILE="$work/aws.cfg" AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" \
+    aws --endpoint-url "http://$ENDPOINT" "$@" 2>"$work/last.out"
+}
+# Outputs go to files before grep: with pipefail, `grep -q` closing the pipe
+# early would fail the client with SIGPIPE.
+has() { grep -q -- "$1" "$work/out.txt"; }
+aws_ s3 ls > out.txt && has "$BUCKET" || fail "aws s3 ls"
+pass "aws s3 ls lists $BUCKET"
+aws_ s3 ls "s3://$BUCKET" >/dev/null || fail "aws s3 ls s3://$BUCKET"
+pass "aws s3 ls s3://$BUCKET"
+aws_ s3 cp ./test2.txt "s3://$BUCKET/" >/dev/null || fail "aws s3 cp test2.txt"
+aws_ s3 cp "s3://$BUCKET/test2.txt" ./aws-back.txt >/dev/null || fail "aws download test2.txt"
+cmp test2.txt aws-back.txt || fail "aws: test2.txt differs"
+pass "aws s3 cp ./test2.txt s3://$BUCKET/ and back, identical"
+aws_ s3 cp ./big.bin "s3://$BUCKET/aws-big.bin" >/dev/null || fail "aws multipart upload"
+aws_ s3 cp "s3://$BUCKET/aws-big.bin" ./aws-big.back >/dev/null || fail "aws download big"
+[ "$(sha256sum < aws-big.back | cut -d' ' -f1)" = "$big_sum" ] || fail "aws: 100 MiB SHA-256 differs"
+pass "aws 100 MiB multipart upload and download, SHA-256 equal"
+
+# --- s3cmd
+cat > "$work/s3cmd.cfg" <<CFG
+[default]
+access_key = $AK
+secret_key = $SK
+host_base = $ENDPOINT
+host_bucket = %(bucket)s.$ENDPOINT
+use_https = False
+bucket_location = oss-ap-northeast-1
+signature_v2 = False
+CFG
+s3c() { in_ns "$ns_c" s3cmd -c "$work/s3cmd.cfg" "$@" 2>"$work/last.out"; }
+s3c ls > out.txt && has "s3://$BUCKET" || fail "s3cmd ls"
+s3c ls "s3://$BUCKET" > out.txt && has test2.txt || fail "s3cmd ls bucket"
+pass "s3cmd ls and ls s3://$BUCKET"
+s3c put test2.txt "s3://$BUCKET/s3cmd-test2.txt" >/dev/null || fail "s3cmd put"
+s3c get --force "s3://$BUCKET/s3cmd-test2.txt" s3cmd-back.txt >/dev/null || fail "s3cmd get"
+cmp test2.txt s3cmd-back.txt || fail "s3cmd: test2.txt differs"
+s3c put big.bin "s3://$BUCKET/s3cmd-big.bin" >/dev/null || fail "s3cmd multipart put"
+s3c get --force "s3://$BUCKET/s3cmd-big.bin" s3cmd-big.back >/dev/null || fail "s3cmd get big"
+[ "$(sha256sum < s3cmd-big.back | cut -d' ' -f1)" = "$big_sum" ] || fail "s3cmd: 100 MiB SHA-256 differs"
+pass "s3cmd put/get small and 100 MiB multipart, identical"
+
+# --- rclone
+rc() {
+  # A CA bundle in the environment (AWS_CA_BUNDLE) makes rclone refuse plain HTTP.
+  in_ns "$ns_c" env -u AWS_CA_BUNDLE RCLONE_CONFIG=/dev/null RCLONE_CONFIG_OSS_TYPE=s3 RCLONE_CONFIG_OSS_PROVIDER=Other \
+    RCLONE_CONFIG_OSS_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_OSS_SECRET_ACCESS_KEY="$SK" \
+    RCLONE_CONFIG_OSS_ENDPOINT="http://$ENDPOINT" RCLONE_CONFIG_OSS_FORCE_PATH_STYLE=false \
+    RCLONE_CONFIG_OSS_REGION=oss-ap-northeast-1 rclone "$@" 2>"$work/last.out"
+}
+rc lsd oss: > out.txt && has "$BUCKET" || fail "rclone lsd"
+rc ls "oss:$BUCKET" > out.txt && has test2.txt || fail "rclone ls"
+pass "rclone lsd and ls oss:$BUCKET"
+rc copyto test2.txt "oss:$BUCKET/rclone-test2.txt" || fail "rclone upload"
+rc copyto "oss:$BUCKET/rclone-test2.txt" rclone-back.txt || fail "rclone download"
+cmp test2.txt rclone-back.txt || fail "rclone: test2.txt differs"
+rc copyto big.bin "oss:$BUCKET/rclone-big.bin" || fail "rclone big upload"
+rc copyto "oss:$BUCKET/rclone-big.bin" rclone-big.back || fail "rclone big download"
+[ "$(sha256sum < rclone-big.back | cut -d' ' -f1)" = "$big_sum" ] || fail "rclone: 100 MiB SHA-256 differs"
+pass "rclone copy small and 100 MiB, identical"
+
+# --- the relay's log shows the client's connections
+n=$(grep -cE "stone [0-9]+: accepted TCP [0-9]+ from 10\.0\.10\.30:[0-9]+ mode=[0-9]+" "$work/relay.log" || true)
+[ "$n" -gt 0 ] || fail "relay log has no 'accepted TCP ... from 10.0.10.30' line"
+pass "relay log: $n 'accepted TCP ... from 10.0.10.30:...' lines"
+echo "all $step steps passed ($kind)"
