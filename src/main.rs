@@ -285,15 +285,8 @@ fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathB
         return ExitCode::from(1);
     }
     raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ossrelay: cannot start runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
     };
     match runtime.block_on(ossrelay::run(config, stop_signal())) {
         Ok(()) => ExitCode::SUCCESS,
