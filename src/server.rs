@@ -87,7 +87,12 @@ impl Server {
             let (stop, force, conns) = (stop.clone(), force.clone(), tracker.clone());
             match bound {
                 Bound::Tcp(r) => {
-                    tracing::info!(relay = %cfg.name, "stone {}: {} <- {}", r.id(), cfg.upstream, show(r.local_addr(), cfg.listen));
+                    let dest = if cfg.proxy.is_some() {
+                        "proxy".to_string()
+                    } else {
+                        cfg.upstream.to_string()
+                    };
+                    tracing::info!(relay = %cfg.name, "stone {}: {dest} <- {}", r.id(), show(r.local_addr(), cfg.listen));
                     accept_loops.spawn(r.serve(stop, force, conns));
                 }
                 Bound::Udp(r) => {

@@ -209,6 +209,9 @@ pub struct RelayConfig {
     pub interface: Option<String>,
     /// For an IPv6 listen address: accept IPv6 only, not IPv4-mapped clients.
     pub v6only: bool,
+    /// Act as an HTTP proxy (CONNECT and absolute-form) limited to these
+    /// destinations, instead of forwarding to `upstream`.
+    pub proxy: Option<crate::relay::proxy::DestPolicy>,
 }
 
 impl RelayConfig {
@@ -229,6 +232,7 @@ impl RelayConfig {
             backlog: DEFAULT_BACKLOG,
             interface: None,
             v6only: false,
+            proxy: None,
         }
     }
 
@@ -447,11 +451,12 @@ impl Validator<'_> {
             Some(p) => match p.get_ref().as_str() {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
+                "proxy" => Protocol::Tcp,
                 other => {
                     self.problem(
                         &key("protocol"),
                         p,
-                        format!("unknown protocol {other:?}; use \"tcp\" or \"udp\""),
+                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\" or \"proxy\""),
                     );
                     Protocol::Tcp
                 }
@@ -477,7 +482,28 @@ impl Validator<'_> {
                 }
             },
         };
+        let is_proxy = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "proxy");
+        let proxy = if is_proxy {
+            Some(self.proxy_policy(i, r))
+        } else {
+            None
+        };
+        if !is_proxy && r.proxy_allow.is_some() {
+            self.missing(&key("proxy_allow"), "only applies to protocol = \"proxy\"");
+        }
         let upstream = match r.upstream.as_ref() {
+            None if is_proxy => Some(Upstream {
+                host: "proxy".into(),
+                port: 0,
+            }),
+            Some(u) if is_proxy => {
+                self.problem(
+                    &key("upstream"),
+                    u,
+                    "a proxy relay has no upstream; clients name their destination".into(),
+                );
+                None
+            }
             None => {
                 self.missing(&key("upstream"), "missing; e.g. upstream = \"host:80\"");
                 None
@@ -569,6 +595,7 @@ impl Validator<'_> {
             backlog,
             interface: r.interface.clone(),
             v6only: r.v6only.unwrap_or(false),
+            proxy,
         })
     }
 
@@ -625,6 +652,46 @@ impl Validator<'_> {
             }
         }
         Acl::new(rules)
+    }
+
+    fn proxy_policy(&mut self, i: usize, r: &RawRelay) -> crate::relay::proxy::DestPolicy {
+        use crate::relay::proxy::{parse_ports, DestPolicy, DestRule};
+        let mut rules = Vec::new();
+        match &r.proxy_allow {
+            None => self.missing(
+                &format!("relay[{i}].proxy_allow"),
+                "a proxy needs an explicit destination list, e.g. proxy_allow = [\"10.0.0.0/8 80,443\"] (\"all 1-65535\" for any)",
+            ),
+            Some(list) => {
+                for (j, e) in list.iter().enumerate() {
+                    let path = format!("relay[{i}].proxy_allow[{j}]");
+                    let Some((hosts, ports)) = e.get_ref().trim().split_once(char::is_whitespace) else {
+                        self.problem(&path, e, format!("{:?}: expected \"<cidr> <ports>\", e.g. \"10.0.0.0/8 80,443\"", e.get_ref()));
+                        continue;
+                    };
+                    let blocks = match Cidr::parse_list_entry(hosts) {
+                        Ok(b) => b,
+                        Err(err) => {
+                            self.problem(&path, e, err);
+                            continue;
+                        }
+                    };
+                    match parse_ports(ports.trim()) {
+                        Ok(ports) => rules.push(DestRule {
+                            ports,
+                            hosts: Acl::new(blocks.into_iter().map(|block| Rule { action: Action::Allow, block, mode: 0 }).collect()),
+                        }),
+                        Err(err) => self.problem(&path, e, err),
+                    }
+                }
+            }
+        }
+        // Each entry is its own rule; a destination passes if any entry
+        // covering its port allows its address.
+        DestPolicy {
+            rules,
+            last_match_wins: false,
+        }
     }
 
     fn keepalive(&mut self, i: usize, k: &RawKeepalive) -> Option<Keepalive> {
@@ -741,6 +808,25 @@ mod tests {
             "{:?}",
             problems[0]
         );
+    }
+
+    #[test]
+    fn proxy_relays_need_a_destination_list_and_no_upstream() {
+        let bad = Config::parse("[[relay]]\nprotocol = \"proxy\"\nlisten = \"0.0.0.0:3128\"\n")
+            .unwrap_err();
+        assert_eq!(bad[0].path, "relay[0].proxy_allow");
+        let bad = Config::parse("[[relay]]\nprotocol = \"proxy\"\nlisten = \"0.0.0.0:3128\"\nupstream = \"a:1\"\nproxy_allow = [\"all 443\"]\n").unwrap_err();
+        assert_eq!(bad[0].path, "relay[0].upstream");
+        let bad = Config::parse("[[relay]]\nprotocol = \"proxy\"\nlisten = \"0.0.0.0:3128\"\nproxy_allow = [\"10.0.0.0/8\"]\n").unwrap_err();
+        assert_eq!(
+            (bad[0].path.as_str(), bad[0].line),
+            ("relay[0].proxy_allow[0]", Some(4))
+        );
+        let ok = Config::parse("[[relay]]\nprotocol = \"proxy\"\nlisten = \"0.0.0.0:3128\"\nproxy_allow = [\"10.0.0.0/8 80,443\", \"192.168.0.0/16 80\"]\n").unwrap();
+        let p = ok.relays[0].proxy.as_ref().unwrap();
+        assert!(p.allows("10.1.1.1".parse().unwrap(), 443));
+        assert!(p.allows("192.168.1.1".parse().unwrap(), 80));
+        assert!(!p.allows("192.168.1.1".parse().unwrap(), 443));
     }
 
     #[test]

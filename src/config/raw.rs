@@ -76,6 +76,8 @@ pub struct RawRelay {
     pub interface: Option<String>,
     /// IPv6 listeners: refuse IPv4-mapped clients (stone's `/v6only`).
     pub v6only: Option<bool>,
+    /// `protocol = "proxy"`: allowed destinations, `"<cidr> <ports>"`.
+    pub proxy_allow: Option<Vec<Spanned<String>>>,
 }
 
 /// `keepalive = { time = "60s", interval = "10s", retries = 3 }`

@@ -27,6 +27,10 @@ pub enum CloseReason {
     Shutdown,
     /// UDP only: the session was the least recently used when the limit was hit.
     Evicted,
+    /// Proxy: the request head was malformed, too large or too slow.
+    BadRequest,
+    /// Proxy: the destination is not in the allowed list.
+    RefusedDestination,
 }
 
 impl CloseReason {
@@ -41,6 +45,8 @@ impl CloseReason {
             CloseReason::ConnectFailed => "connect-failed",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Evicted => "evicted",
+            CloseReason::BadRequest => "bad-request",
+            CloseReason::RefusedDestination => "refused-destination",
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::copy::{self, Meter};
+use super::proxy;
 use crate::acl::{canonical, Action};
 use crate::config::{Keepalive, Protocol, RelayConfig};
 use crate::observe::access::{AccessRecord, CloseReason};
@@ -140,7 +141,7 @@ fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, reason: CloseRe
 
 async fn handle(
     shared: &Shared,
-    client: TcpStream,
+    mut client: TcpStream,
     peer: SocketAddr,
     mode: u32,
     force: &CancellationToken,
@@ -150,10 +151,6 @@ async fn handle(
     let fd = client.as_raw_fd();
     tracing::info!(relay = %cfg.name, "stone {}: accepted TCP {fd} from {peer} mode={mode:x}", shared.id);
     set_options(&client, cfg);
-    let connected = tokio::select! {
-        r = connect(cfg, shared.resolver.as_ref()) => r,
-        _ = force.cancelled() => Err("shutting down".to_string()),
-    };
     let mut record = AccessRecord {
         relay: &cfg.name,
         protocol: Protocol::Tcp,
@@ -166,10 +163,24 @@ async fn handle(
         duration: Duration::ZERO,
         reason: CloseReason::ConnectFailed,
     };
+    let connected = match &cfg.proxy {
+        None => tokio::select! {
+            r = connect(cfg, shared.resolver.as_ref()) => r.map_err(|why| {
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect to {} failed: {why}", shared.id, cfg.upstream);
+                CloseReason::ConnectFailed
+            }),
+            _ = force.cancelled() => Err(CloseReason::Shutdown),
+        },
+        Some(policy) => tokio::select! {
+            r = proxy_connect(shared, &mut client, policy, &meter) => r,
+            _ = force.cancelled() => Err(CloseReason::Shutdown),
+        },
+    };
     let (upstream, addr) = match connected {
         Ok(pair) => pair,
-        Err(why) => {
-            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect to {} failed: {why}", shared.id, cfg.upstream);
+        Err(reason) => {
+            record.reason = reason;
+            record.bytes_from_client = meter.from_client.load(std::sync::atomic::Ordering::Relaxed);
             record.duration = meter.elapsed();
             record.emit();
             return;
@@ -194,6 +205,69 @@ async fn handle(
     drop(client);
     drop(upstream);
     record.emit();
+}
+
+/// Proxy mode: read the request head, check the destination, connect.
+/// Refusals are answered with an HTTP status before the close.
+async fn proxy_connect(
+    shared: &Shared,
+    client: &mut TcpStream,
+    policy: &proxy::DestPolicy,
+    meter: &Meter,
+) -> Result<(TcpStream, SocketAddr), CloseReason> {
+    let cfg = &shared.cfg;
+    let fd = client.as_raw_fd();
+    let (head, early) =
+        match tokio::time::timeout(proxy::HEAD_TIMEOUT, proxy::read_head(client)).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {e}", shared.id);
+                proxy::refuse(client, 400, &e.to_string()).await;
+                return Err(CloseReason::BadRequest);
+            }
+            Err(_) => {
+                proxy::refuse(client, 400, "request head not received in time").await;
+                return Err(CloseReason::BadRequest);
+            }
+        };
+    meter.from_client.fetch_add(
+        (head.len() + early.len()) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let target = match proxy::parse_head(&head) {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {why}", shared.id);
+            proxy::refuse(client, 400, why).await;
+            return Err(CloseReason::BadRequest);
+        }
+    };
+    tracing::info!(relay = %cfg.name, "proxy {fd} -> http://{}:{}", target.host, target.port);
+    match proxy::setup(
+        client,
+        &target,
+        &early,
+        policy,
+        shared.resolver.as_ref(),
+        cfg.connect_timeout,
+    )
+    .await
+    {
+        Ok(proxy::Setup::Connected(up, addr)) => Ok((up, addr)),
+        Ok(proxy::Setup::Refused(status, why)) => {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy {status}: {why}", shared.id);
+            proxy::refuse(client, status, &why).await;
+            Err(if status == 403 {
+                CloseReason::RefusedDestination
+            } else {
+                CloseReason::ConnectFailed
+            })
+        }
+        Err(e) => {
+            tracing::debug!(relay = %cfg.name, "{} TCP {fd}: proxy: {e}", shared.id);
+            Err(CloseReason::Reset)
+        }
+    }
 }
 
 /// Tries every resolved address in turn, each with the connect timeout.

@@ -76,7 +76,6 @@ fn refused_option(opt: char) -> Option<&'static str> {
         'p' => "packet dumps are not implemented; use `tcpdump -X` on the relay host",
         'l' => "syslog output is not implemented; use -L <file>, or run under systemd/daemontools (-ll) and log to stderr",
         'a' => "per-connection accounting files are not implemented; the access log (close lines at -d) carries the same byte counts",
-        'x' => "the proxy destination list applies to `proxy` stones, which are not implemented yet",
         's' => "health-check scripts apply to -b backups, which are not implemented yet",
         'b' => "master/backup failover is not implemented yet",
         'B' => "load-balancing groups are not implemented yet",
@@ -198,6 +197,8 @@ pub fn parse(words: &[String]) -> Result<StoneCommand, String> {
 #[derive(Debug, Clone, Default)]
 struct PerStone {
     timeout: Option<u64>,
+    /// `-x` rules, captured by `proxy` stones defined after them.
+    proxy_rules: Vec<crate::relay::proxy::DestRule>,
 }
 
 fn stone_list(
@@ -232,6 +233,9 @@ fn stone_list(
             .map_or(words.len(), |p| i + p);
         let mut stone = parse_stone(&words[i..end], out.len() + 1)?;
         stone.timeout = per.timeout;
+        if let Some(p) = stone.proxy.as_mut() {
+            p.rules = per.proxy_rules.clone();
+        }
         out.push(stone);
         i = end;
     }
@@ -306,6 +310,33 @@ fn option_group(
                 per.timeout = Some(t);
             }
             'A' => cmd.backlog = Some(number(&opt, Some(&take(c)?))?),
+            'x' => {
+                let ports = take(c).map_err(|_| {
+                    "-x: expected <port>[,<port>][-<port>]... <xhost>... --".to_string()
+                })?;
+                if ports == "--" {
+                    // `-x --` forgets the earlier -x rules.
+                    per.proxy_rules.clear();
+                } else {
+                    let ports =
+                        crate::relay::proxy::parse_ports(&ports).map_err(|e| format!("-x: {e}"))?;
+                    let mut hosts = Vec::new();
+                    loop {
+                        let w = take(c)
+                            .map_err(|_| "-x: the xhost list must end with --".to_string())?;
+                        if w == "--" {
+                            break;
+                        }
+                        hosts.push(w);
+                    }
+                    let (rules, default) =
+                        spec::parse_xhosts(&hosts).map_err(|e| format!("-x: {e}"))?;
+                    per.proxy_rules.push(crate::relay::proxy::DestRule {
+                        ports,
+                        hosts: Acl::with_default(rules, default),
+                    });
+                }
+            }
             'o' => cmd.uid = Some(id_number(&opt, Some(&take(c)?))?),
             'g' => cmd.gid = Some(id_number(&opt, Some(&take(c)?))?),
             't' => cmd.chroot = Some(PathBuf::from(take(c)?)),
@@ -370,9 +401,36 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
     let what = |e: String| format!("<stone> #{n} ({}): {e}", group.join(" "));
     match first.split('/').next().unwrap_or(first) {
         "proxy" => {
-            return Err(what(
-                "the `proxy` stone (HTTP proxy) is not implemented yet".into(),
-            ))
+            if first != "proxy" {
+                return Err(what(format!(
+                    "{first}: the v4only/v6only destination limits are not implemented yet"
+                )));
+            }
+            if group.len() < 2 {
+                return Err(what("expected proxy <sport> [<xhost>...]".into()));
+            }
+            let listen = spec::parse_listen(&group[1]).map_err(what)?;
+            if listen.udp {
+                return Err(what("a proxy stone cannot listen on UDP".into()));
+            }
+            let (acl, acl_default) = spec::parse_xhosts(&group[2..]).map_err(what)?;
+            return Ok(Stone {
+                target: spec::Target {
+                    host: "proxy".into(),
+                    port: 0,
+                    udp: false,
+                    v6: false,
+                },
+                listen,
+                acl,
+                acl_default,
+                words: group.to_vec(),
+                timeout: None,
+                proxy: Some(crate::relay::proxy::DestPolicy {
+                    rules: Vec::new(),
+                    last_match_wins: true,
+                }),
+            });
         }
         "health" => return Err(what("the `health` stone is not implemented yet".into())),
         "identd" => return Err(what("the `identd` stone is not implemented yet".into())),
@@ -408,6 +466,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         acl_default,
         words: group.to_vec(),
         timeout: None,
+        proxy: None,
     })
 }
 
@@ -446,6 +505,7 @@ impl StoneCommand {
             r.backlog = self.backlog.unwrap_or(STONE_BACKLOG);
             r.interface = s.listen.interface.clone();
             r.v6only = s.listen.v6only;
+            r.proxy = s.proxy.clone();
             if let Some(other) = relays
                 .iter()
                 .position(|o: &RelayConfig| o.listen == r.listen && o.protocol == r.protocol)
@@ -564,7 +624,8 @@ mod tests {
             ("-p h:80 80", "-p: not supported"),
             ("-q cert=x h:80 80", "-q: not supported"),
             ("-M install x h:80 80", "-M: not supported"),
-            ("proxy 8080", "`proxy` stone"),
+            ("proxy/v6only 8080", "v4only/v6only"),
+            ("-x 80 10.0.0.1 proxy 8080", "must end with --"),
             ("h:80/ssl 80", "/ssl"),
             ("h:80 80/http", "/http"),
             ("h:53/udp 53", "use /udp on both sides"),

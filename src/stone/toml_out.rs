@@ -16,6 +16,43 @@ fn dur(d: Duration) -> String {
     }
 }
 
+fn proxy_allow(policy: &crate::relay::proxy::DestPolicy) -> String {
+    if policy.rules.is_empty() {
+        return "proxy_allow = [\"all 1-65535\"]   # stone without -x allows every destination\n"
+            .into();
+    }
+    let mut entries = Vec::new();
+    let mut approximate = false;
+    for rule in &policy.rules {
+        let ports: Vec<String> = rule
+            .ports
+            .iter()
+            .map(|p| {
+                if p.start() == p.end() {
+                    p.start().to_string()
+                } else {
+                    format!("{}-{}", p.start(), p.end())
+                }
+            })
+            .collect();
+        for r in rule.hosts.rules() {
+            if r.action == Action::Allow {
+                entries.push(quote(&format!("{} {}", r.block, ports.join(","))));
+            } else {
+                approximate = true;
+            }
+        }
+        approximate |=
+            rule.hosts.default_action() == Action::Allow && !rule.hosts.rules().is_empty();
+    }
+    approximate |= policy.rules.len() > 1;
+    let mut out = format!("proxy_allow = [{}]\n", entries.join(", "));
+    if approximate {
+        out.push_str("# NOTE: -x deny entries and \"last matching port list wins\" have no exact TOML form; review this list.\n");
+    }
+    out
+}
+
 fn quote(s: &str) -> String {
     serde_json::Value::from(s).to_string()
 }
@@ -52,17 +89,19 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
         let _ = writeln!(out, "\n# {}", s.words.join(" "));
         out.push_str("[[relay]]\n");
         let _ = writeln!(out, "name = {}", quote(&r.name));
-        let _ = writeln!(
-            out,
-            "protocol = \"{}\"",
-            if r.protocol == Protocol::Udp {
-                "udp"
-            } else {
-                "tcp"
-            }
-        );
+        let proto = match (r.protocol, &r.proxy) {
+            (Protocol::Udp, _) => "udp",
+            (Protocol::Tcp, Some(_)) => "proxy",
+            (Protocol::Tcp, None) => "tcp",
+        };
+        let _ = writeln!(out, "protocol = \"{proto}\"");
         let _ = writeln!(out, "listen = \"{}\"", r.listen);
-        let _ = writeln!(out, "upstream = {}", quote(&r.upstream.to_string()));
+        match &r.proxy {
+            None => {
+                let _ = writeln!(out, "upstream = {}", quote(&r.upstream.to_string()));
+            }
+            Some(policy) => out.push_str(&proxy_allow(policy)),
+        }
         let _ = writeln!(out, "idle_timeout = {}", dur(r.idle_timeout));
         let _ = writeln!(out, "connect_timeout = {}", dur(r.connect_timeout));
         match r.protocol {

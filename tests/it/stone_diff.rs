@@ -24,6 +24,8 @@ enum Probe {
     TcpV6,
     /// The command must exit by itself; compare success/failure.
     Exit,
+    /// HTTP proxy: CONNECT and absolute-form GET to 127.0.0.1 and 127.0.0.2.
+    Proxy,
 }
 
 /// How the two implementations are expected to compare.
@@ -172,13 +174,23 @@ fn cases() -> Vec<Case> {
             probe: Exit,
             expect: Expect::Differs("/ssl"),
         },
-        Case {
-            name: "proxy stone",
-            args: "-N proxy {L}",
-            cfg: "",
-            probe: Exit,
-            expect: Expect::Differs("`proxy` stone"),
-        },
+        case("proxy, no -x", "proxy {L}", Proxy),
+        case("proxy with -x", "-x {LOW} 127.0.0.1 -- proxy {L}", Proxy),
+        case(
+            "proxy with -x port list miss",
+            "-x 1-10,12 127.0.0.1 -- proxy {L}",
+            Proxy,
+        ),
+        case(
+            "proxy with -x then -x --",
+            "-x 1-10 127.0.0.1 -- -x -- proxy {L}",
+            Proxy,
+        ),
+        case(
+            "proxy with -x bits",
+            "-x 1-32767 127.0.0.0/31 -- proxy {L}",
+            Proxy,
+        ),
         Case {
             name: "health stone",
             args: "-N health {L}",
@@ -346,6 +358,60 @@ fn tcp_echo(addr: SocketAddr, from: Option<Ipv4Addr>, msg: &[u8]) -> String {
     }
 }
 
+fn proxy_exchange(via: SocketAddr, request: &str, body: &[u8]) -> Vec<u8> {
+    let Ok(mut s) = TcpStream::connect_timeout(&via, Duration::from_secs(2)) else {
+        return b"connect-refused".to_vec();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.write_all(request.as_bytes());
+    let mut got = Vec::new();
+    if !body.is_empty() {
+        // Wait for the tunnel reply before sending tunnelled bytes.
+        let mut buf = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(1) => got.push(buf[0]),
+                _ => return got,
+            }
+        }
+        if !got.starts_with(b"HTTP/1.0 200") && !got.starts_with(b"HTTP/1.1 200") {
+            return got;
+        }
+        let _ = s.write_all(body);
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+/// CONNECT through the proxy to the echo server; "tunnel" if bytes echo.
+fn proxy_connect(via: SocketAddr, ip: &str, port: u16) -> String {
+    let got = proxy_exchange(
+        via,
+        &format!("CONNECT {ip}:{port} HTTP/1.0\r\n\r\n"),
+        b"ping\n",
+    );
+    let ok = got.starts_with(b"HTTP/1.") && got.ends_with(b"\r\n\r\nping\n");
+    format!("{ip}:connect-{}", if ok { "tunnel" } else { "refused" })
+}
+
+/// Absolute-form GET; the echo server returns what the proxy sent it.
+fn proxy_get(via: SocketAddr, ip: &str, port: u16) -> String {
+    let got = proxy_exchange(
+        via,
+        &format!("GET http://{ip}:{port}/x HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n"),
+        b"",
+    );
+    let kind = if got.starts_with(b"GET /x HTTP/1.0\r\n") {
+        "origin-form"
+    } else if got.starts_with(b"GET http://") {
+        "absolute-form"
+    } else {
+        "refused"
+    };
+    format!("{ip}:get-{kind}")
+}
+
 fn udp_echo(port: u16, from: Ipv4Addr, msg: &[u8]) -> String {
     let s = UdpSocket::bind((from, 0)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(700)))
@@ -368,6 +434,9 @@ const SOURCES: [Ipv4Addr; 3] = [
 
 struct Ports {
     up: u16,
+    /// An echo port below 32768: Debian's stone mis-handles `-x` ports above
+    /// 32767 (a signed 16-bit overflow), which ossrelay deliberately does not copy.
+    low: u16,
     up6: u16,
     uup: u16,
 }
@@ -408,6 +477,7 @@ fn observe_once(
     let fill = |s: &str| {
         s.replace("{UP6}", &ports.up6.to_string())
             .replace("{UUP}", &ports.uup.to_string())
+            .replace("{LOW}", &ports.low.to_string())
             .replace("{UP}", &ports.up.to_string())
             .replace("{L2}", &l2.to_string())
             .replace("{L}", &l.to_string())
@@ -475,6 +545,19 @@ fn observe_once(
                     .map(|ip| format!("{ip}:{}", udp_echo(l, *ip, msg.as_bytes())))
                     .collect::<Vec<_>>()
                     .join(" "),
+                Probe::Proxy => {
+                    let via = SocketAddr::from(([127, 0, 0, 1], l));
+                    ["127.0.0.1", "127.0.0.2"]
+                        .iter()
+                        .flat_map(|ip| {
+                            [
+                                proxy_connect(via, ip, ports.low),
+                                proxy_get(via, ip, ports.low),
+                            ]
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
                 Probe::Exit => unreachable!(),
             }
         }
@@ -507,15 +590,21 @@ fn observe_once(
 }
 
 fn start_echo_servers() -> Ports {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    // All of 127/8, so proxy tests can aim at 127.0.0.2 as a second host.
+    let tcp = TcpListener::bind("0.0.0.0:0").unwrap();
     let tcp6 = TcpListener::bind("[::1]:0").unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let low = (20000..32000)
+        .step_by(97)
+        .find_map(|p| TcpListener::bind(("0.0.0.0", p)).ok())
+        .expect("a free port below 32768");
     let ports = Ports {
+        low: low.local_addr().unwrap().port(),
         up: tcp.local_addr().unwrap().port(),
         up6: tcp6.local_addr().unwrap().port(),
         uup: udp.local_addr().unwrap().port(),
     };
-    for l in [tcp, tcp6] {
+    for l in [tcp, tcp6, low] {
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
                 std::thread::spawn(move || {

@@ -419,3 +419,65 @@ async fn accepted_line_matches_stone_format() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_relay_enforces_its_destination_list() {
+    let server = TcpListener::bind(local()).await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut v = Vec::new();
+                let _ = s.read_to_end(&mut v).await;
+                let _ = s.write_all(&v).await;
+            });
+        }
+    });
+    let text = format!(
+        "[[relay]]\nname = \"t-proxy\"\nprotocol = \"proxy\"\nlisten = \"127.0.0.1:0\"\nproxy_allow = [\"127.0.0.1 {}\"]\n",
+        server_addr.port()
+    );
+    let cfg = ossrelay::config::Config::parse(&text)
+        .unwrap()
+        .relays
+        .remove(0);
+    let relay = Relay::start(cfg, system()).await;
+    // Allowed: the tunnel carries bytes both ways.
+    let mut c = TcpStream::connect(relay.addr).await.unwrap();
+    c.write_all(
+        format!("CONNECT {server_addr} HTTP/1.1\r\nHost: {server_addr}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; "HTTP/1.0 200 Connection established\r\n\r\n".len()];
+    c.read_exact(&mut head).await.unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c.write_all(b"through the tunnel").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"through the tunnel");
+    // Another port on the same host: 403, and nothing connected.
+    let mut c = TcpStream::connect(relay.addr).await.unwrap();
+    c.write_all(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.0 403"), "{resp}");
+    // Not HTTP at all: 400.
+    let mut c = TcpStream::connect(relay.addr).await.unwrap();
+    c.write_all(b"\x16\x03\x01 not http\r\n\r\n").await.unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.0 400"), "{resp}");
+    let recs = wait_access("t-proxy", 3).await;
+    let reasons: Vec<&str> = recs.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["eof", "refused-destination", "bad-request"]);
+    assert_eq!(recs[0]["upstream"], server_addr.to_string());
+    relay.shutdown().await;
+}
