@@ -56,6 +56,21 @@ impl Cidr {
                 .filter(|b| *b <= max)
                 .ok_or_else(|| format!("{text:?}: prefix length must be 0..={max}"))?,
         };
+        // Clients are matched as IPv4 when they are IPv4-mapped, so a
+        // mapped block must become the IPv4 block it stands for.
+        if let IpAddr::V6(v6) = addr {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                if prefix < 96 {
+                    return Err(format!(
+                        "{text:?}: an IPv4-mapped block needs a prefix of at least 96"
+                    ));
+                }
+                return Ok(Cidr {
+                    addr: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(Cidr { addr, prefix })
     }
 
@@ -196,6 +211,13 @@ mod tests {
         assert!(!v6.contains(ip("fe80::1")));
         assert!(!v6.contains(ip("10.0.0.1")));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("1.2.3.4")));
+        assert!(Cidr::parse("::ffff:10.0.0.0/104")
+            .unwrap()
+            .contains(ip("10.9.9.9")));
+        assert!(Cidr::parse("::ffff:10.0.0.0/104")
+            .unwrap()
+            .contains(ip("::ffff:10.9.9.9")));
+        assert!(Cidr::parse("::ffff:10.0.0.0/64").is_err());
         assert!(Cidr::parse("10.0.0.1").unwrap().contains(ip("10.0.0.1")));
         assert!(!Cidr::parse("10.0.0.1").unwrap().contains(ip("10.0.0.2")));
     }

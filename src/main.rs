@@ -120,7 +120,10 @@ enum FormatArg {
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    // Lossy, so a non-UTF-8 argument becomes an error message, not a panic.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let invoked_as = argv
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
@@ -129,7 +132,7 @@ fn main() -> ExitCode {
     if invoked_as == "stone" {
         return stone(argv[1..].to_vec(), false);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(&argv);
     match cli.command {
         Command::Stone { print_toml, args } => stone(args, print_toml),
         #[cfg(feature = "store")]

@@ -144,8 +144,10 @@ fn explain(e: &io::Error) -> String {
 }
 
 fn prepare(socket: &Socket, cfg: &RelayConfig) -> io::Result<()> {
-    if cfg.listen.is_ipv6() && cfg.v6only {
-        socket.set_only_v6(true)?;
+    if cfg.listen.is_ipv6() {
+        // Explicit both ways: hosts with net.ipv6.bindv6only=1 would
+        // otherwise make `[::]` refuse IPv4 clients.
+        socket.set_only_v6(cfg.v6only)?;
     }
     if let Some(intf) = &cfg.interface {
         #[cfg(any(target_os = "linux", target_os = "android"))]

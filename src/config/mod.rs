@@ -209,6 +209,8 @@ pub struct RelayConfig {
     pub interface: Option<String>,
     /// For an IPv6 listen address: accept IPv6 only, not IPv4-mapped clients.
     pub v6only: bool,
+    /// Connect to the upstream's IPv6 addresses only (stone's `/v6` on the destination).
+    pub upstream_v6: bool,
     /// Act as an HTTP proxy (CONNECT and absolute-form) limited to these
     /// destinations, instead of forwarding to `upstream`.
     pub proxy: Option<crate::relay::proxy::DestPolicy>,
@@ -232,6 +234,7 @@ impl RelayConfig {
             backlog: DEFAULT_BACKLOG,
             interface: None,
             v6only: false,
+            upstream_v6: false,
             proxy: None,
         }
     }
@@ -595,6 +598,7 @@ impl Validator<'_> {
             backlog,
             interface: r.interface.clone(),
             v6only: r.v6only.unwrap_or(false),
+            upstream_v6: false,
             proxy,
         })
     }
@@ -698,6 +702,18 @@ impl Validator<'_> {
         let key = |f: &str| format!("relay[{i}].keepalive.{f}");
         let time = self.duration(&key("time"), &k.time);
         let interval = self.duration(&key("interval"), &k.interval);
+        // Linux takes whole seconds in 1..=32767 for both.
+        for (name, d, raw) in [("time", time, &k.time), ("interval", interval, &k.interval)] {
+            if let (Some(d), Some(raw)) = (d, raw) {
+                if d.subsec_nanos() != 0 || d.as_secs() < 1 || d.as_secs() > 32_767 {
+                    self.problem(
+                        &key(name),
+                        raw,
+                        "must be whole seconds between 1s and 32767s".into(),
+                    );
+                }
+            }
+        }
         let retries = self
             .count(&key("retries"), &k.retries, 127)
             .map(|n| n as u32);

@@ -24,16 +24,12 @@ use crate::config::LogFormat;
 /// A `FormatEvent` for both formats.
 pub struct LineFormat {
     format: LogFormat,
-    pid: u32,
 }
 
 impl LineFormat {
     /// A formatter for `format`.
     pub fn new(format: LogFormat) -> LineFormat {
-        LineFormat {
-            format,
-            pid: std::process::id(),
-        }
+        LineFormat { format }
     }
 }
 
@@ -99,7 +95,8 @@ where
         let meta = event.metadata();
         match self.format {
             LogFormat::Text => {
-                write!(writer, "{} {} ", now.stone(), self.pid)?;
+                // Read per event: -D forks after logging is set up.
+                write!(writer, "{} {} ", now.stone(), std::process::id())?;
                 if *meta.level() < tracing::Level::INFO || *meta.level() > tracing::Level::DEBUG {
                     // stone has no levels; only mark the unusual ones.
                     write!(writer, "{} ", meta.level())?;

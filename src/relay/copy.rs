@@ -66,6 +66,15 @@ impl Default for Meter {
     }
 }
 
+/// Which way bytes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to upstream.
+    Up,
+    /// Upstream to client.
+    Down,
+}
+
 /// How a pair ended, with the error when it was not clean.
 #[derive(Debug)]
 pub struct Outcome {
@@ -73,6 +82,10 @@ pub struct Outcome {
     pub reason: CloseReason,
     /// The error that ended the pair, if any.
     pub error: Option<io::Error>,
+    /// The direction that failed, and whether the other had already
+    /// finished cleanly (then its receiver has everything and must not be
+    /// reset).
+    pub failed: Option<(Direction, bool)>,
 }
 
 /// Relays between `client` and `upstream` until both directions reach EOF,
@@ -84,6 +97,8 @@ pub async fn relay(
     force: &CancellationToken,
     meter: &Meter,
 ) -> Outcome {
+    // Resolving and connecting are not idleness; start the clock here.
+    meter.touch();
     let up = pump(client, upstream, &meter.from_client, meter);
     let down = pump(upstream, client, &meter.to_client, meter);
     tokio::pin!(up, down);
@@ -93,26 +108,27 @@ pub async fn relay(
         tokio::select! {
             r = &mut up, if !up_done => match r {
                 Ok(()) => up_done = true,
-                Err(e) => return Outcome { reason: CloseReason::Reset, error: Some(e) },
+                Err(e) => return Outcome { reason: CloseReason::Reset, error: Some(e), failed: Some((Direction::Up, down_done)) },
             },
             r = &mut down, if !down_done => match r {
                 Ok(()) => down_done = true,
-                Err(e) => return Outcome { reason: CloseReason::Reset, error: Some(e) },
+                Err(e) => return Outcome { reason: CloseReason::Reset, error: Some(e), failed: Some((Direction::Down, up_done)) },
             },
             _ = tokio::time::sleep_until(deadline) => {
                 // Activity may have happened while we slept; re-arm if so.
                 if meter.last_activity() + idle <= Instant::now() {
-                    return Outcome { reason: CloseReason::IdleTimeout, error: None };
+                    return Outcome { reason: CloseReason::IdleTimeout, error: None, failed: None };
                 }
             }
             _ = force.cancelled() => {
-                return Outcome { reason: CloseReason::Shutdown, error: None };
+                return Outcome { reason: CloseReason::Shutdown, error: None, failed: None };
             }
         }
         if up_done && down_done {
             return Outcome {
                 reason: CloseReason::Eof,
                 error: None,
+                failed: None,
             };
         }
     }
@@ -177,9 +193,22 @@ async fn splice_pump(
             },
         };
         let n = match src.try_io(Interest::READABLE, || p.fill_from(src_fd, CHUNK)) {
-            Ok(0) => return SpliceResult::Done(shutdown_write(dst)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(n) if n > 0 => n,
+            // splice cannot read past TCP urgent data: at the mark it returns
+            // 0 (if the peer also shut down) or EAGAIN although bytes wait.
+            // recv() reads past it (SO_OOBINLINE keeps the byte in the stream),
+            // and tells a real EOF from a stop at the mark.
+            Ok(_) => match read_past_mark(src, dst, count, meter).await {
+                Ok(true) => continue,
+                Ok(false) => return SpliceResult::Done(shutdown_write(dst)),
+                Err(e) => return SpliceResult::Done(Err(e)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match read_past_mark(src, dst, count, meter).await {
+                    Ok(_) => continue,
+                    Err(e) => return SpliceResult::Done(Err(e)),
+                }
+            }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !moved_any => {
                 return SpliceResult::Unsupported
             }
@@ -205,6 +234,50 @@ async fn splice_pump(
     }
 }
 
+/// One recv() into a small stack buffer, forwarded with write_all. Returns
+/// Ok(false) at EOF, Ok(true) otherwise (including "nothing to read").
+#[cfg(target_os = "linux")]
+async fn read_past_mark(
+    src: &TcpStream,
+    dst: &TcpStream,
+    count: &AtomicU64,
+    meter: &Meter,
+) -> io::Result<bool> {
+    let mut b = [0u8; 4096];
+    match src.try_read(&mut b) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            meter.touch();
+            write_all(dst, &b[..n], count, meter).await?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_all(
+    dst: &TcpStream,
+    buf: &[u8],
+    count: &AtomicU64,
+    meter: &Meter,
+) -> io::Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        dst.writable().await?;
+        match dst.try_write(&buf[off..]) {
+            Ok(m) => {
+                off += m;
+                count.fetch_add(m as u64, Ordering::Relaxed);
+                meter.touch();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn buffered_pump(
     src: &TcpStream,
     dst: &TcpStream,
@@ -223,18 +296,6 @@ async fn buffered_pump(
             Err(e) => return Err(e),
         };
         meter.touch();
-        let mut off = 0;
-        while off < n {
-            dst.writable().await?;
-            match dst.try_write(&b[off..n]) {
-                Ok(m) => {
-                    off += m;
-                    count.fetch_add(m as u64, Ordering::Relaxed);
-                    meter.touch();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        write_all(dst, &b[..n], count, meter).await?;
     }
 }

@@ -194,7 +194,18 @@ async fn handle(
         tracing::debug!(relay = %cfg.name, "{} TCP {fd}: {err}", shared.id);
         // Pass the failure on: a reset on one side becomes a reset on the
         // other instead of a clean FIN that would look like a whole reply.
+        // A side whose incoming direction already finished has everything
+        // (say a 413 sent while the client was still uploading): it gets a
+        // normal close so its unread bytes are not thrown away.
+        let spare = match outcome.failed {
+            Some((copy::Direction::Up, true)) => Some(&client),
+            Some((copy::Direction::Down, true)) => Some(&upstream),
+            _ => None,
+        };
         for s in [&client, &upstream] {
+            if spare.is_some_and(|k| std::ptr::eq(k, s)) {
+                continue;
+            }
             let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
         }
     }
@@ -293,6 +304,16 @@ async fn connect(
             }
         },
     };
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| !cfg.upstream_v6 || a.is_ipv6())
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!(
+            "{}: no IPv6 address (the destination is marked /v6)",
+            cfg.upstream
+        ));
+    }
     let mut errors = Vec::new();
     for addr in addrs {
         match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
@@ -305,6 +326,9 @@ async fn connect(
 }
 
 fn set_options(stream: &TcpStream, cfg: &RelayConfig) {
+    // Urgent (MSG_OOB) data would stop splice at the urgent mark and stall
+    // the direction; inline it so it is relayed as ordinary bytes.
+    let _ = socket2::SockRef::from(stream).set_out_of_band_inline(true);
     if cfg.nodelay {
         let _ = stream.set_nodelay(true);
     }

@@ -303,8 +303,11 @@ fn option_group(
             'X' => cmd.xfer_buffer = Some(number(&opt, Some(&take(c)?))?),
             'T' => {
                 let t: u64 = number(&opt, Some(&take(c)?))?;
-                if t == 0 {
-                    return Err("-T: timeout must be at least 1 second".into());
+                if t == 0 || t > i32::MAX as u64 {
+                    return Err(format!(
+                        "-T: timeout must be between 1 and {} seconds",
+                        i32::MAX
+                    ));
                 }
                 cmd.timeout = Some(t);
                 per.timeout = Some(t);
@@ -381,9 +384,16 @@ fn read_config(path: &str, pre: Option<&(String, Vec<String>)>) -> Result<String
             let out = std::process::Command::new(command)
                 .args(opts)
                 .arg(path)
-                .stderr(std::process::Stdio::null())
                 .output()
                 .map_err(|e| format!("-P {command}: {e}"))?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                return Err(format!(
+                    "-C {path}: preprocessor {command} failed ({}): {}",
+                    out.status,
+                    err.trim()
+                ));
+            }
             String::from_utf8(out.stdout).map_err(|_| format!("-P {command}: output is not UTF-8"))
         }
         _ => std::fs::read_to_string(path).map_err(|e| format!("-C {path}: {e}")),
@@ -506,6 +516,7 @@ impl StoneCommand {
             r.interface = s.listen.interface.clone();
             r.v6only = s.listen.v6only;
             r.proxy = s.proxy.clone();
+            r.upstream_v6 = s.target.v6;
             if let Some(other) = relays
                 .iter()
                 .position(|o: &RelayConfig| o.listen == r.listen && o.protocol == r.protocol)
@@ -557,7 +568,7 @@ impl StoneCommand {
             ));
         }
         if let Some(x) = self.xfer_buffer {
-            v.push(format!("-X {x}: bytes move with splice(2); the buffer size only applies if splice is unavailable"));
+            v.push(format!("-X {x}: not used: bytes move with splice(2), and the fallback copy uses a fixed 64 KiB buffer"));
         }
         if self.reuse {
             v.push("-r: SO_REUSEADDR is always set on TCP listeners".into());

@@ -163,6 +163,17 @@ fn drop_privileges(cmd: &StoneCommand) -> Result<(), String> {
         }
         std::env::set_current_dir("/").map_err(|e| format!("-t {}: {e}", dir.display()))?;
     }
+    if cmd.gid.is_some() || cmd.uid.is_some() {
+        // Drop root's supplementary groups too, or they survive setuid.
+        let groups: Vec<libc::gid_t> = cmd.gid.into_iter().collect();
+        // SAFETY: setgroups(2) reads `groups.len()` gids from a valid slice we own.
+        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+            return Err(format!(
+                "-o/-g: cannot drop supplementary groups: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
     if let Some(gid) = cmd.gid {
         // SAFETY: setgid(2) takes a plain integer; glibc applies it to all threads.
         if unsafe { libc::setgid(gid) } != 0 {

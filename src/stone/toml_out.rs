@@ -102,6 +102,9 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
             }
             Some(policy) => out.push_str(&proxy_allow(policy)),
         }
+        if r.upstream_v6 {
+            out.push_str("# NOTE: the destination was marked /v6; `ossrelay run` tries every resolved address family.\n");
+        }
         let _ = writeln!(out, "idle_timeout = {}", dur(r.idle_timeout));
         let _ = writeln!(out, "connect_timeout = {}", dur(r.connect_timeout));
         match r.protocol {

@@ -70,11 +70,16 @@ impl S3Host for OssHost {
             Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
             _ => host,
         };
-        if let Some(bucket) = name
-            .strip_suffix(self.domain.as_str())
-            .and_then(|s| s.strip_suffix('.'))
-            .filter(|b| !b.is_empty())
+        // DNS names are case-insensitive; compare the suffix that way but
+        // keep the bucket label as sent (S3 then validates its case).
+        let n = name.len();
+        let d = self.domain.len();
+        if n > d + 1
+            && name.is_char_boundary(n - d)
+            && name[n - d..].eq_ignore_ascii_case(&self.domain)
+            && name.as_bytes()[n - d - 1] == b'.'
         {
+            let bucket = &name[..n - d - 1];
             return Ok(VirtualHost::new(self.domain.as_str()).with_bucket(bucket));
         }
         Ok(VirtualHost::new(host))

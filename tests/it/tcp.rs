@@ -481,3 +481,33 @@ async fn proxy_relay_enforces_its_destination_list() {
     assert_eq!(recs[0]["upstream"], server_addr.to_string());
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_data_does_not_stall_the_pair() {
+    let server = TcpListener::bind(local()).await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let up = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut v = Vec::new();
+        s.read_to_end(&mut v).await.unwrap();
+        v
+    });
+    let relay = Relay::start(
+        RelayConfig::tcp("t-oob", local(), upstream(server_addr)),
+        system(),
+    )
+    .await;
+    let c = std::net::TcpStream::connect(relay.addr).unwrap();
+    let sock = socket2::Socket::from(c);
+    use std::io::Write;
+    (&sock).write_all(b"abc").unwrap();
+    sock.send_out_of_band(b"!").unwrap();
+    (&sock).write_all(b"def").unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .expect("pair not stalled")
+        .unwrap();
+    assert_eq!(got, b"abc!def", "the urgent byte is relayed inline");
+    relay.shutdown().await;
+}
