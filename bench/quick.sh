@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quick side-by-side throughput check: iperf3 direct, through ossrelay, and
-# through HAProxy (mode tcp, splice-auto), one after another on loopback.
+# Quick side-by-side throughput check: iperf3 direct, through ossrelay,
+# through HAProxy (mode tcp, splice-auto) and through Debian's stone (when
+# installed), one after another on loopback.
 # Prints Gbit/s and the ratio ossrelay/HAProxy. Not a timed test; the full
 # harness is issue 7's bench/.
 #
@@ -38,7 +39,7 @@ command -v iperf3 >/dev/null && command -v haproxy >/dev/null || { echo "needs i
 hard=$(ulimit -Hn); if [ "$hard" = unlimited ]; then hard=1048576; fi
 maxconn=$(( (hard - 200) / 4 )); if [ "$maxconn" -gt 4000 ]; then maxconn=4000; fi
 
-srv=$(free_port); relay=$(free_port); hap=$(free_port)
+srv=$(free_port); relay=$(free_port); hap=$(free_port); stn=$(free_port)
 iperf3 -s -p "$srv" >/dev/null 2>&1 & pids+=($!)
 cat >"$work/relay.toml" <<CFG
 [log]
@@ -63,6 +64,10 @@ listen bench
   server s1 127.0.0.1:$srv
 CFG
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & pids+=($!)
+if command -v stone >/dev/null; then
+  stone "127.0.0.1:$srv" "127.0.0.1:$stn" >"$work/stone.log" 2>&1 & pids+=($!)
+  wait_listen "$stn"
+fi
 wait_listen "$srv"; wait_listen "$relay"; wait_listen "$hap"
 
 run() { # port -> Gbit/s
@@ -72,4 +77,9 @@ run() { # port -> Gbit/s
 direct=$(run "$srv"); ours=$(run "$relay"); theirs=$(run "$hap")
 printf '| path | %s-stream Gbit/s |\n|---|---|\n' "$streams"
 printf '| direct | %s |\n| ossrelay | %s |\n| haproxy | %s |\n' "$direct" "$ours" "$theirs"
+if command -v stone >/dev/null; then
+  st=$(run "$stn")
+  printf '| stone | %s |\n' "$st"
+  python3 -c "print('ossrelay/stone ratio: %.2f' % ($ours/$st))"
+fi
 python3 -c "print('ossrelay/haproxy ratio: %.2f' % ($ours/$theirs))"
