@@ -66,7 +66,8 @@ in_ns "$ns_r" sysctl -qw net.ipv4.ip_forward=1
 in_ns "$ns_c" ip route add default via 10.0.10.1
 in_ns "$ns_x" ip route add 10.0.10.0/24 via 172.31.10.1
 mkdir -p "/etc/netns/$ns_c" "/etc/netns/$ns_x"
-printf '127.0.0.1 localhost\n172.31.10.171 %s\n172.31.10.171 %s.%s\n' "$ENDPOINT" "$BUCKET" "$ENDPOINT" > "/etc/netns/$ns_c/hosts"
+# Exactly the blog's two lines.
+printf '172.31.10.171 %s\n172.31.10.171 %s.%s\n' "$ENDPOINT" "$BUCKET" "$ENDPOINT" > "/etc/netns/$ns_c/hosts"
 printf '127.0.0.1 localhost\n100.118.0.5 %s\n' "$ENDPOINT" > "/etc/netns/$ns_x/hosts"
 pass "namespaces: client 10.0.10.30, router, relay 172.31.10.171, oss 100.118.0.5"
 
