@@ -178,6 +178,18 @@ pub struct Keepalive {
     pub retries: Option<u32>,
 }
 
+/// A standby destination used while the primary fails its health check
+/// (stone's `-b`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// Where connections go while the primary is down.
+    pub upstream: Upstream,
+    /// What is probed (a TCP connect) to decide the primary is up.
+    pub check: Upstream,
+    /// Time between probes.
+    pub interval: Duration,
+}
+
 /// One validated relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -209,6 +221,11 @@ pub struct RelayConfig {
     pub interface: Option<String>,
     /// For an IPv6 listen address: accept IPv6 only, not IPv4-mapped clients.
     pub v6only: bool,
+    /// Destinations to share connections between, in rotation, each one
+    /// failing over to the next (stone's `-B`). Empty: just `upstream`.
+    pub group: Vec<Upstream>,
+    /// Standby destination while `upstream` fails its health check.
+    pub backup: Option<Backup>,
     /// Connect to the upstream's IPv6 addresses only (stone's `/v6` on the destination).
     pub upstream_v6: bool,
     /// Act as an HTTP proxy (CONNECT and absolute-form) limited to these
@@ -234,6 +251,8 @@ impl RelayConfig {
             backlog: DEFAULT_BACKLOG,
             interface: None,
             v6only: false,
+            group: Vec::new(),
+            backup: None,
             upstream_v6: false,
             proxy: None,
         }
@@ -571,6 +590,49 @@ impl Validator<'_> {
             }
         }
         let acl = self.acl(i, r);
+        let mut group = Vec::new();
+        for (j, g) in r.upstream_group.iter().flatten().enumerate() {
+            match Upstream::parse(g.get_ref()) {
+                Ok(u) => group.push(u),
+                Err(e) => self.problem(&format!("relay[{i}].upstream_group[{j}]"), g, e),
+            }
+        }
+        let backup = match &r.backup {
+            None => {
+                if let Some(iv) = &r.backup_check_interval {
+                    self.problem(&key("backup_check_interval"), iv, "needs `backup`".into());
+                }
+                None
+            }
+            Some(b) => match Upstream::parse(b.get_ref()) {
+                Err(e) => {
+                    self.problem(&key("backup"), b, e);
+                    None
+                }
+                Ok(bu) => {
+                    let interval = self
+                        .duration(&key("backup_check_interval"), &r.backup_check_interval)
+                        .unwrap_or(Duration::from_secs(10));
+                    if interval < Duration::from_secs(1) {
+                        self.missing(&key("backup_check_interval"), "must be at least 1s");
+                    }
+                    r.upstream
+                        .as_ref()
+                        .and_then(|u| Upstream::parse(u.get_ref()).ok())
+                        .map(|check| Backup {
+                            upstream: bu,
+                            check,
+                            interval,
+                        })
+                }
+            },
+        };
+        if protocol == Protocol::Udp && (r.backup.is_some() || r.upstream_group.is_some()) {
+            self.missing(
+                &key("backup"),
+                "backup and upstream_group apply to tcp relays only",
+            );
+        }
         let keepalive = r.keepalive.as_ref().and_then(|k| self.keepalive(i, k));
         let name = match r.name.as_ref() {
             Some(n) if n.get_ref().trim().is_empty() => {
@@ -598,6 +660,8 @@ impl Validator<'_> {
             backlog,
             interface: r.interface.clone(),
             v6only: r.v6only.unwrap_or(false),
+            group,
+            backup,
             upstream_v6: false,
             proxy,
         })

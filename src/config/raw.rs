@@ -76,6 +76,12 @@ pub struct RawRelay {
     pub interface: Option<String>,
     /// IPv6 listeners: refuse IPv4-mapped clients (stone's `/v6only`).
     pub v6only: Option<bool>,
+    /// Share connections between these destinations in rotation (stone's `-B`).
+    pub upstream_group: Option<Vec<Spanned<String>>>,
+    /// Standby `host:port` used while `upstream` fails its connect check (stone's `-b`).
+    pub backup: Option<Spanned<String>>,
+    /// How often `upstream` is probed when `backup` is set (default 10s).
+    pub backup_check_interval: Option<Spanned<String>>,
     /// `protocol = "proxy"`: allowed destinations, `"<cidr> <ports>"`.
     pub proxy_allow: Option<Vec<Spanned<String>>>,
 }

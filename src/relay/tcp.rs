@@ -15,9 +15,10 @@ use tokio_util::task::TaskTracker;
 use super::copy::{self, Meter};
 use super::proxy;
 use crate::acl::{canonical, Action};
-use crate::config::{Keepalive, Protocol, RelayConfig};
+use crate::config::{Backup, Keepalive, Protocol, RelayConfig, Upstream};
 use crate::observe::access::{AccessRecord, CloseReason};
 use crate::resolve::{lookup, Resolve};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A bound TCP relay, ready to serve.
 pub struct TcpRelay {
@@ -33,6 +34,10 @@ struct Shared {
     cfg: Arc<RelayConfig>,
     resolver: Arc<dyn Resolve>,
     id: i32,
+    /// Next group member to start from.
+    rotation: AtomicUsize,
+    /// The primary failed its last health check (only with a backup).
+    master_down: AtomicBool,
 }
 
 impl TcpRelay {
@@ -75,7 +80,12 @@ impl TcpRelay {
             cfg: self.cfg.clone(),
             resolver: self.resolver.clone(),
             id: self.id,
+            rotation: AtomicUsize::new(0),
+            master_down: AtomicBool::new(false),
         });
+        if let Some(b) = self.cfg.backup.clone() {
+            tokio::spawn(monitor(shared.clone(), b, stop.clone()));
+        }
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -165,8 +175,8 @@ async fn handle(
     };
     let connected = match &cfg.proxy {
         None => tokio::select! {
-            r = connect(cfg, shared.resolver.as_ref()) => r.map_err(|why| {
-                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect to {} failed: {why}", shared.id, cfg.upstream);
+            r = connect(shared) => r.map_err(|why| {
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect failed: {why}", shared.id);
                 CloseReason::ConnectFailed
             }),
             _ = force.cancelled() => Err(CloseReason::Shutdown),
@@ -281,16 +291,42 @@ async fn proxy_connect(
     }
 }
 
-/// Tries every resolved address in turn, each with the connect timeout.
-async fn connect(
+/// Picks the destinations for one connection: the backup while the
+/// primary is down, else the group in rotation, else the upstream; then
+/// tries each (every resolved address of each) in turn.
+async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), String> {
+    let cfg = &shared.cfg;
+    let mut targets: Vec<&Upstream> = Vec::new();
+    match &cfg.backup {
+        Some(b) if shared.master_down.load(Ordering::Relaxed) => targets.push(&b.upstream),
+        _ if !cfg.group.is_empty() => {
+            let start = shared.rotation.fetch_add(1, Ordering::Relaxed) % cfg.group.len();
+            targets.extend(cfg.group[start..].iter().chain(&cfg.group[..start]));
+        }
+        _ => targets.push(&cfg.upstream),
+    }
+    let mut errors = Vec::new();
+    for t in targets {
+        match connect_one(cfg, t, shared.resolver.as_ref()).await {
+            Ok(pair) => return Ok(pair),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Tries every resolved address of `target` in turn, each with the
+/// connect timeout.
+async fn connect_one(
     cfg: &RelayConfig,
+    target: &Upstream,
     resolver: &dyn Resolve,
 ) -> Result<(TcpStream, SocketAddr), String> {
-    let addrs = match cfg.upstream.literal() {
+    let addrs = match target.literal() {
         Some(addr) => vec![addr],
         None => match tokio::time::timeout(
             cfg.connect_timeout,
-            lookup(resolver, &cfg.upstream.host, cfg.upstream.port),
+            lookup(resolver, &target.host, target.port),
         )
         .await
         {
@@ -298,8 +334,8 @@ async fn connect(
             Ok(Err(e)) => return Err(format!("resolve: {e}")),
             Err(_) => {
                 return Err(format!(
-                    "resolve: timed out after {:?}",
-                    cfg.connect_timeout
+                    "resolve {}: timed out after {:?}",
+                    target.host, cfg.connect_timeout
                 ))
             }
         },
@@ -310,8 +346,7 @@ async fn connect(
         .collect();
     if addrs.is_empty() {
         return Err(format!(
-            "{}: no IPv6 address (the destination is marked /v6)",
-            cfg.upstream
+            "{target}: no IPv6 address (the destination is marked /v6)"
         ));
     }
     let mut errors = Vec::new();
@@ -323,6 +358,34 @@ async fn connect(
         }
     }
     Err(errors.join("; "))
+}
+
+/// Probes the primary every interval and flips `master_down`, logging each
+/// change, until `stop`.
+async fn monitor(shared: Arc<Shared>, backup: Backup, stop: CancellationToken) {
+    let cfg = &shared.cfg;
+    let timeout = backup.interval.min(cfg.connect_timeout);
+    loop {
+        let probe = RelayConfig {
+            connect_timeout: timeout,
+            ..(**cfg).clone()
+        };
+        let up = connect_one(&probe, &backup.check, shared.resolver.as_ref())
+            .await
+            .is_ok();
+        let was_down = shared.master_down.swap(!up, Ordering::Relaxed);
+        if was_down == up {
+            if up {
+                tracing::warn!(relay = %cfg.name, "stone {}: master {} is healthy again; leaving backup {}", shared.id, backup.check, backup.upstream);
+            } else {
+                tracing::warn!(relay = %cfg.name, "stone {}: master {} is unhealthy; using backup {}", shared.id, backup.check, backup.upstream);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backup.interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 fn set_options(stream: &TcpStream, cfg: &RelayConfig) {

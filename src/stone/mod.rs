@@ -68,6 +68,10 @@ pub struct StoneCommand {
     pub stones: Vec<Stone>,
     /// The words as given, for messages and `--print-toml`.
     pub argv: Vec<String>,
+    /// `-b`: (master as written, its backup).
+    pub backups: Vec<(String, crate::config::Backup)>,
+    /// `-B`: (destination as written, the group).
+    pub groups: Vec<(String, Vec<Upstream>)>,
 }
 
 /// Options stone has that ossrelay refuses, with the reason.
@@ -76,9 +80,7 @@ fn refused_option(opt: char) -> Option<&'static str> {
         'p' => "packet dumps are not implemented; use `tcpdump -X` on the relay host",
         'l' => "syslog output is not implemented; use -L <file>, or run under systemd/daemontools (-ll) and log to stderr",
         'a' => "per-connection accounting files are not implemented; the access log (close lines at -d) carries the same byte counts",
-        's' => "health-check scripts apply to -b backups, which are not implemented yet",
-        'b' => "master/backup failover is not implemented yet",
-        'B' => "load-balancing groups are not implemented yet",
+        's' => "send/expect health-check scripts are not implemented; -b checks that the master accepts a TCP connection",
         'I' => "choosing the local address of upstream connections is not implemented yet",
         'q' | 'z' => "TLS options are not implemented yet; terminate TLS elsewhere or relay it as plain TCP",
         'M' => "Windows service installation (-M) does not exist on this platform",
@@ -313,6 +315,78 @@ fn option_group(
                 per.timeout = Some(t);
             }
             'A' => cmd.backlog = Some(number(&opt, Some(&take(c)?))?),
+            'b' => {
+                let usage =
+                    "-b: expected [host=<host>] [port=<port>] <n> <master>:<port> <backup>:<port>";
+                let mut word = take(c).map_err(|_| usage.to_string())?;
+                let (mut check_host, mut check_port) = (None, None);
+                while let Some((var, val)) = word.split_once('=') {
+                    match var {
+                        "host" => check_host = Some(val.to_string()),
+                        "port" => {
+                            check_port = Some(number::<u16>("-b port=", Some(&val.to_string()))?)
+                        }
+                        other => {
+                            return Err(format!("-b {other}=: not supported (use host= or port=)"))
+                        }
+                    }
+                    word = take(c).map_err(|_| usage.to_string())?;
+                }
+                let interval: u64 = number("-b", Some(&word))?;
+                if interval == 0 || interval > 86_400 {
+                    return Err("-b: the check interval must be 1..=86400 seconds".into());
+                }
+                let master_word = take(c).map_err(|_| usage.to_string())?;
+                let backup_word = take(c).map_err(|_| usage.to_string())?;
+                let master =
+                    spec::parse_target(&master_word).map_err(|e| format!("-b master: {e}"))?;
+                let backup =
+                    spec::parse_target(&backup_word).map_err(|e| format!("-b backup: {e}"))?;
+                let check = Upstream {
+                    host: check_host.unwrap_or_else(|| master.host.clone()),
+                    port: check_port.unwrap_or(master.port),
+                };
+                let key = master_word
+                    .split('/')
+                    .next()
+                    .unwrap_or(&master_word)
+                    .to_string();
+                cmd.backups.push((
+                    key,
+                    crate::config::Backup {
+                        upstream: Upstream {
+                            host: backup.host,
+                            port: backup.port,
+                        },
+                        check,
+                        interval: Duration::from_secs(interval),
+                    },
+                ));
+            }
+            'B' => {
+                let mut members = Vec::new();
+                loop {
+                    let w =
+                        take(c).map_err(|_| "-B: the host list must end with --".to_string())?;
+                    if w == "--" {
+                        break;
+                    }
+                    let t = spec::parse_target(&w).map_err(|e| format!("-B: {e}"))?;
+                    members.push((
+                        w,
+                        Upstream {
+                            host: t.host,
+                            port: t.port,
+                        },
+                    ));
+                }
+                let Some((key, _)) = members.first().cloned() else {
+                    return Err("-B: expected <host>:<port> <host1>:<port1>... --".into());
+                };
+                let key = key.split('/').next().unwrap_or(&key).to_string();
+                cmd.groups
+                    .push((key, members.into_iter().map(|(_, u)| u).collect()));
+            }
             'x' => {
                 let ports = take(c).map_err(|_| {
                     "-x: expected <port>[,<port>][-<port>]... <xhost>... --".to_string()
@@ -517,6 +591,13 @@ impl StoneCommand {
             r.v6only = s.listen.v6only;
             r.proxy = s.proxy.clone();
             r.upstream_v6 = s.target.v6;
+            let dest = s.words[0].split('/').next().unwrap_or(&s.words[0]);
+            if let Some((_, group)) = self.groups.iter().rev().find(|(k, _)| k == dest) {
+                r.group = group.clone();
+            }
+            if let Some((_, b)) = self.backups.iter().rev().find(|(k, _)| k == dest) {
+                r.backup = Some(b.clone());
+            }
             if let Some(other) = relays
                 .iter()
                 .position(|o: &RelayConfig| o.listen == r.listen && o.protocol == r.protocol)
@@ -633,6 +714,9 @@ mod tests {
     fn refusals_name_the_option() {
         for (line, needle) in [
             ("-p h:80 80", "-p: not supported"),
+            ("-b 5 h:80 h:81", "no <stone> given"),
+            ("-b x h:80 h:81 h:80 80", "-b: \"x\" is not a valid number"),
+            ("-B h:80 h:81 h:80", "must end with --"),
             ("-q cert=x h:80 80", "-q: not supported"),
             ("-M install x h:80 80", "-M: not supported"),
             ("proxy/v6only 8080", "v4only/v6only"),
@@ -648,6 +732,26 @@ mod tests {
             let err = parse(&words(line)).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn backup_and_group_attach_to_their_destination() {
+        let c = parse(&words(
+            "-b host=h port=81 5 m:80/v6 b:80 -B m:80 n:80 o:80 -- m:80 8080 -- o:80 8081",
+        ))
+        .unwrap();
+        let cfg = c.to_config().unwrap();
+        let b = cfg.relays[0].backup.as_ref().unwrap();
+        assert_eq!(
+            (
+                b.upstream.to_string(),
+                b.check.to_string(),
+                b.interval.as_secs()
+            ),
+            ("b:80".into(), "h:81".into(), 5)
+        );
+        assert_eq!(cfg.relays[0].group.len(), 3);
+        assert!(cfg.relays[1].backup.is_none() && cfg.relays[1].group.is_empty());
     }
 
     #[test]

@@ -102,6 +102,17 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
             }
             Some(policy) => out.push_str(&proxy_allow(policy)),
         }
+        if !r.group.is_empty() {
+            let g: Vec<String> = r.group.iter().map(|u| quote(&u.to_string())).collect();
+            let _ = writeln!(out, "upstream_group = [{}]", g.join(", "));
+        }
+        if let Some(b) = &r.backup {
+            let _ = writeln!(out, "backup = {}", quote(&b.upstream.to_string()));
+            let _ = writeln!(out, "backup_check_interval = {}", dur(b.interval));
+            if b.check != r.upstream {
+                let _ = writeln!(out, "# NOTE: stone checked {} (host=/port=); `ossrelay run` checks the upstream itself.", b.check);
+            }
+        }
         if r.upstream_v6 {
             out.push_str("# NOTE: the destination was marked /v6; `ossrelay run` tries every resolved address family.\n");
         }

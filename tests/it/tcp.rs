@@ -516,3 +516,66 @@ async fn urgent_data_does_not_stall_the_pair() {
     assert_eq!(got, b"abc!def", "the urgent byte is relayed inline");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_takes_over_when_the_master_dies_and_groups_rotate() {
+    let master = TcpListener::bind(local()).await.unwrap();
+    let master_addr = master.local_addr().unwrap();
+    let backup = TcpListener::bind(local()).await.unwrap();
+    let backup_addr = backup.local_addr().unwrap();
+    let master_task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = master.accept().await {
+            let _ = s.write_all(b"M").await;
+        }
+    });
+    serve_name(backup, b"B");
+    let text = format!(
+        "[[relay]]\nname = \"t-backup\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{master_addr}\"\nbackup = \"{backup_addr}\"\nbackup_check_interval = \"1s\"\n"
+    );
+    let cfg = ossrelay::config::Config::parse(&text)
+        .unwrap()
+        .relays
+        .remove(0);
+    let relay = Relay::start(cfg, system()).await;
+    assert_eq!(ask(relay.addr).await, b"M");
+    // The master dies: its listener closes, connections are refused.
+    master_task.abort();
+    let _ = master_task.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !records("t-backup")
+        .iter()
+        .any(|r| r["message"].as_str().unwrap_or("").contains("is unhealthy"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the health check never noticed the dead master"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ask(relay.addr).await, b"B");
+    relay.shutdown().await;
+
+    // A group shares connections between its members.
+    let (a, b) = (
+        TcpListener::bind(local()).await.unwrap(),
+        TcpListener::bind(local()).await.unwrap(),
+    );
+    let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    serve_name(a, b"A");
+    serve_name(b, b"B");
+    let text = format!("[[relay]]\nname = \"t-group\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{aa}\"\nupstream_group = [\"{aa}\", \"{ba}\"]\n");
+    let cfg = ossrelay::config::Config::parse(&text)
+        .unwrap()
+        .relays
+        .remove(0);
+    let relay = Relay::start(cfg, system()).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(ask(relay.addr).await);
+    }
+    assert!(
+        seen.contains(&b"A".to_vec()) && seen.contains(&b"B".to_vec()),
+        "{seen:?}"
+    );
+    relay.shutdown().await;
+}
