@@ -99,10 +99,11 @@ binary is invoked through a symlink named `stone`.
 Supported: <host>:<port> <sport> [<xhost>...] stones (TCP, /udp on both
 sides, /v6, /v6only, shost:sport, shost%intf:sport, service names), xhost
 lists with /<bits>, /<mask>, p<mode>, v4/v6 and `!`, and the options
--d -n -u -f -L -ll -i -X -T -A -r -C -P -Q -N -D -o -g -t -c.
-Refused with exit 2 and a reason: /ssl, -q, -z, proxy, health, identd,
-/http, /proxy, /mproxy, /base, /block, /ident, /apop, unix sockets, -p,
--l, -a, -x, -s, -b, -B, -I, -M. See MIGRATING-FROM-STONE.md.
+-d -n -u -f -L -ll -a -i -X -T -A -r -x -b -B -I -C -P -Q -N -D -o -g -t -c,
+and `proxy` stones (CONNECT and absolute-form HTTP) limited by -x.
+Refused with exit 2 and a reason: /ssl, -q, -z, health, identd, /http,
+/proxy, /mproxy, /base, /block, /ident, /apop, unix sockets, -p, -l, -s,
+-b ext=, -M. See MIGRATING-FROM-STONE.md.
 
 Examples:
   ossrelay stone -d -d oss-ap-northeast-1-internal.aliyuncs.com:80 80

@@ -47,7 +47,16 @@ impl Server {
             let bound = match cfg.protocol {
                 Protocol::Tcp => {
                     let listener = bind_tcp(&cfg).map_err(bind_err)?;
-                    Bound::Tcp(TcpRelay::new(cfg.clone(), listener, resolver.clone()))
+                    Bound::Tcp(
+                        TcpRelay::new(cfg.clone(), listener, resolver.clone()).map_err(
+                            |source| Error::Bind {
+                                relay: cfg.name.clone(),
+                                addr: cfg.listen,
+                                reason: source.to_string(),
+                                source,
+                            },
+                        )?,
+                    )
                 }
                 Protocol::Udp => {
                     let socket = bind_udp(&cfg).map_err(bind_err)?;

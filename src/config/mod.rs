@@ -226,6 +226,10 @@ pub struct RelayConfig {
     pub group: Vec<Upstream>,
     /// Standby destination while `upstream` fails its health check.
     pub backup: Option<Backup>,
+    /// Local address for upstream connections (stone's `-I`).
+    pub source: Option<SocketAddr>,
+    /// Append one line per accepted connection to this file (stone's `-a`).
+    pub accounting: Option<PathBuf>,
     /// Connect to the upstream's IPv6 addresses only (stone's `/v6` on the destination).
     pub upstream_v6: bool,
     /// Act as an HTTP proxy (CONNECT and absolute-form) limited to these
@@ -253,6 +257,8 @@ impl RelayConfig {
             v6only: false,
             group: Vec::new(),
             backup: None,
+            source: None,
+            accounting: None,
             upstream_v6: false,
             proxy: None,
         }
@@ -590,6 +596,23 @@ impl Validator<'_> {
             }
         }
         let acl = self.acl(i, r);
+        let source = r.source.as_ref().and_then(|s| {
+            let text = s.get_ref().trim();
+            let parsed = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)));
+            match parsed {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.problem(
+                        &key("source"),
+                        s,
+                        format!("{text:?} is not an address (\"10.0.0.5\" or \"10.0.0.5:0\")"),
+                    );
+                    None
+                }
+            }
+        });
         let mut group = Vec::new();
         for (j, g) in r.upstream_group.iter().flatten().enumerate() {
             match Upstream::parse(g.get_ref()) {
@@ -662,6 +685,8 @@ impl Validator<'_> {
             v6only: r.v6only.unwrap_or(false),
             group,
             backup,
+            source,
+            accounting: None,
             upstream_v6: false,
             proxy,
         })

@@ -76,6 +76,8 @@ pub struct RawRelay {
     pub interface: Option<String>,
     /// IPv6 listeners: refuse IPv4-mapped clients (stone's `/v6only`).
     pub v6only: Option<bool>,
+    /// Local address for upstream connections, e.g. "172.31.10.171" (stone's `-I`).
+    pub source: Option<Spanned<String>>,
     /// Share connections between these destinations in rotation (stone's `-B`).
     pub upstream_group: Option<Vec<Spanned<String>>>,
     /// Standby `host:port` used while `upstream` fails its connect check (stone's `-b`).

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A bound TCP relay, ready to serve.
 pub struct TcpRelay {
+    accounting: Option<std::fs::File>,
     cfg: Arc<RelayConfig>,
     listener: TcpListener,
     resolver: Arc<dyn Resolve>,
@@ -38,6 +39,8 @@ struct Shared {
     rotation: AtomicUsize,
     /// The primary failed its last health check (only with a backup).
     master_down: AtomicBool,
+    /// stone's `-a` accounting file.
+    accounting: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 impl TcpRelay {
@@ -46,16 +49,29 @@ impl TcpRelay {
         cfg: Arc<RelayConfig>,
         listener: TcpListener,
         resolver: Arc<dyn Resolve>,
-    ) -> TcpRelay {
+    ) -> io::Result<TcpRelay> {
         let id = listener.as_raw_fd();
         let limit = Arc::new(Semaphore::new(cfg.max_connections));
-        TcpRelay {
+        let accounting = match &cfg.accounting {
+            None => None,
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("accounting file {}: {e}", p.display()))
+                    })?,
+            ),
+        };
+        Ok(TcpRelay {
+            accounting,
             cfg,
             listener,
             resolver,
             limit,
             id,
-        }
+        })
     }
 
     /// The address actually bound.
@@ -71,7 +87,7 @@ impl TcpRelay {
     /// Accepts until `stop` is cancelled. Connection tasks go on `tracker`
     /// and end early only when `force` is cancelled.
     pub async fn serve(
-        self,
+        mut self,
         stop: CancellationToken,
         force: CancellationToken,
         tracker: TaskTracker,
@@ -82,7 +98,9 @@ impl TcpRelay {
             id: self.id,
             rotation: AtomicUsize::new(0),
             master_down: AtomicBool::new(false),
+            accounting: self.accounting.take().map(std::sync::Mutex::new),
         });
+        let local_port = self.local_addr().map(|a| a.port()).unwrap_or(0);
         if let Some(b) = self.cfg.backup.clone() {
             tokio::spawn(monitor(shared.clone(), b, stop.clone()));
         }
@@ -114,6 +132,9 @@ impl TcpRelay {
                 continue;
             }
             let mode = rule.map_or(0, |r| r.mode);
+            if let Some(acct) = &shared.accounting {
+                account(acct, local_port, self.id, peer);
+            }
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
                 tracing::warn!(
                     relay = %self.cfg.name,
@@ -130,6 +151,16 @@ impl TcpRelay {
                 drop(permit);
             });
         }
+    }
+}
+
+/// stone's accounting line: `Nov 29 13:02:07 18150[5] 127.0.0.1:48848[127.0.0.1]`.
+fn account(file: &std::sync::Mutex<std::fs::File>, port: u16, id: i32, peer: SocketAddr) {
+    use std::io::Write;
+    let t = crate::observe::time::Civil::now().stone();
+    let line = format!("{} {port}[{id}] {peer}[{}]\n", &t[..15], peer.ip());
+    if let Ok(mut f) = file.lock() {
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
@@ -351,7 +382,24 @@ async fn connect_one(
     }
     let mut errors = Vec::new();
     for addr in addrs {
-        match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+        if cfg.source.is_some_and(|s| s.is_ipv4() != addr.is_ipv4()) {
+            errors.push(format!(
+                "{addr}: not the address family of the source address"
+            ));
+            continue;
+        }
+        let attempt = async {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            if let Some(src) = cfg.source {
+                socket.bind(src)?;
+            }
+            socket.connect(addr).await
+        };
+        match tokio::time::timeout(cfg.connect_timeout, attempt).await {
             Ok(Ok(stream)) => return Ok((stream, addr)),
             Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
             Err(_) => errors.push(format!("{addr}: timed out after {:?}", cfg.connect_timeout)),

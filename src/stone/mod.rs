@@ -68,6 +68,8 @@ pub struct StoneCommand {
     pub stones: Vec<Stone>,
     /// The words as given, for messages and `--print-toml`.
     pub argv: Vec<String>,
+    /// `-a <file>`: accounting file.
+    pub accounting: Option<PathBuf>,
     /// `-b`: (master as written, its backup).
     pub backups: Vec<(String, crate::config::Backup)>,
     /// `-B`: (destination as written, the group).
@@ -79,9 +81,7 @@ fn refused_option(opt: char) -> Option<&'static str> {
     Some(match opt {
         'p' => "packet dumps are not implemented; use `tcpdump -X` on the relay host",
         'l' => "syslog output is not implemented; use -L <file>, or run under systemd/daemontools (-ll) and log to stderr",
-        'a' => "per-connection accounting files are not implemented; the access log (close lines at -d) carries the same byte counts",
         's' => "send/expect health-check scripts are not implemented; -b checks that the master accepts a TCP connection",
-        'I' => "choosing the local address of upstream connections is not implemented yet",
         'q' | 'z' => "TLS options are not implemented yet; terminate TLS elsewhere or relay it as plain TCP",
         'M' => "Windows service installation (-M) does not exist on this platform",
         _ => return None,
@@ -199,6 +199,8 @@ pub fn parse(words: &[String]) -> Result<StoneCommand, String> {
 #[derive(Debug, Clone, Default)]
 struct PerStone {
     timeout: Option<u64>,
+    /// `-I`: local address of upstream connections.
+    source: Option<SocketAddr>,
     /// `-x` rules, captured by `proxy` stones defined after them.
     proxy_rules: Vec<crate::relay::proxy::DestRule>,
 }
@@ -235,6 +237,7 @@ fn stone_list(
             .map_or(words.len(), |p| i + p);
         let mut stone = parse_stone(&words[i..end], out.len() + 1)?;
         stone.timeout = per.timeout;
+        stone.source = per.source;
         if let Some(p) = stone.proxy.as_mut() {
             p.rules = per.proxy_rules.clone();
         }
@@ -315,6 +318,26 @@ fn option_group(
                 per.timeout = Some(t);
             }
             'A' => cmd.backlog = Some(number(&opt, Some(&take(c)?))?),
+            'a' => cmd.accounting = Some(PathBuf::from(take(c)?)),
+            'I' => {
+                let w = take(c)?;
+                per.source = if w.is_empty() {
+                    None
+                } else {
+                    let (base, v6) = match w.strip_suffix("/v6") {
+                        Some(b) => (b, true),
+                        None => (w.as_str(), false),
+                    };
+                    let listen = spec::parse_listen(&format!(
+                        "{base}{}",
+                        if base.contains(':') && !v6 { "" } else { ":0" }
+                    ))
+                    .or_else(|_| spec::parse_listen(base))
+                    .map_err(|e| format!("-I: {e}"))?;
+                    let ip = listen.addr.ok_or_else(|| format!("-I {w}: needs a host"))?;
+                    Some(SocketAddr::new(ip, listen.port))
+                };
+            }
             'b' => {
                 let usage =
                     "-b: expected [host=<host>] [port=<port>] <n> <master>:<port> <backup>:<port>";
@@ -510,6 +533,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
                 acl_default,
                 words: group.to_vec(),
                 timeout: None,
+                source: None,
                 proxy: Some(crate::relay::proxy::DestPolicy {
                     rules: Vec::new(),
                     last_match_wins: true,
@@ -550,6 +574,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         acl_default,
         words: group.to_vec(),
         timeout: None,
+        source: None,
         proxy: None,
     })
 }
@@ -591,6 +616,8 @@ impl StoneCommand {
             r.v6only = s.listen.v6only;
             r.proxy = s.proxy.clone();
             r.upstream_v6 = s.target.v6;
+            r.source = s.source;
+            r.accounting = self.accounting.clone();
             let dest = s.words[0].split('/').next().unwrap_or(&s.words[0]);
             if let Some((_, group)) = self.groups.iter().rev().find(|(k, _)| k == dest) {
                 r.group = group.clone();

@@ -50,6 +50,8 @@ pub struct Stone {
     pub words: Vec<String>,
     /// `-T` in force when this stone was defined (seconds).
     pub timeout: Option<u64>,
+    /// `-I` in force when this stone was defined.
+    pub source: Option<std::net::SocketAddr>,
     /// For `proxy` stones: the `-x` destination rules in force.
     pub proxy: Option<crate::relay::proxy::DestPolicy>,
 }

@@ -172,6 +172,12 @@ fn cases() -> Vec<Case> {
         },
         case("-i pid file", "-i {DIR}/pid 127.0.0.1:{UP} {L}", Tcp),
         case("-L log file", "-L {DIR}/log -d -d 127.0.0.1:{UP} {L}", Tcp),
+        case(
+            "-a accounting file",
+            "-a {DIR}/acct 127.0.0.1:{UP} {L}",
+            Tcp,
+        ),
+        case("-I source address", "-I 127.0.0.1 127.0.0.1:{UP} {L}", Tcp),
         Case {
             name: "/ssl sport",
             args: "-N 127.0.0.1:{UP} {L}/ssl",
@@ -606,6 +612,17 @@ fn observe_once(
             .count();
         outcome.push_str(&format!(" log-file-accepted:{accepted}"));
         let _ = std::fs::remove_file(&log_file);
+    }
+    let acct_file = dir.join("acct");
+    if c.args.contains("{DIR}/acct") {
+        let acct = std::fs::read_to_string(&acct_file).unwrap_or_default();
+        // `Mon dd HH:MM:SS <port>[<fd>] <ip>:<port>[<ip>]`, one per client.
+        let well_formed = acct
+            .lines()
+            .filter(|line| line.contains(&format!(" {l}[")) && line.contains("127.0.0."))
+            .count();
+        outcome.push_str(&format!(" acct-lines:{well_formed}"));
+        let _ = std::fs::remove_file(&acct_file);
     }
     let err = std::fs::read_to_string(dir.join(format!("{tag}.stderr"))).unwrap_or_default();
     (outcome, err)

@@ -579,3 +579,26 @@ async fn backup_takes_over_when_the_master_dies_and_groups_rotate() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_use_the_configured_source_address() {
+    let server = TcpListener::bind(local()).await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut s, peer) = server.accept().await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        peer.ip()
+    });
+    let text = format!("[[relay]]\nname = \"t-source\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{server_addr}\"\nsource = \"127.0.0.5\"\n");
+    let cfg = ossrelay::config::Config::parse(&text)
+        .unwrap()
+        .relays
+        .remove(0);
+    let relay = Relay::start(cfg, system()).await;
+    assert_eq!(ask(relay.addr).await, b"x");
+    assert_eq!(
+        seen.await.unwrap(),
+        "127.0.0.5".parse::<std::net::IpAddr>().unwrap()
+    );
+    relay.shutdown().await;
+}
