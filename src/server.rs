@@ -92,23 +92,39 @@ impl Server {
         let force = CancellationToken::new();
         let tracker = TaskTracker::new();
         let accept_loops = TaskTracker::new();
+        crate::observe::stats::set_relays(self.relays.len());
         for (cfg, bound) in self.relays {
             let (stop, force, conns) = (stop.clone(), force.clone(), tracker.clone());
-            match bound {
+            let line = match &bound {
                 Bound::Tcp(r) => {
-                    let dest = if cfg.proxy.is_some() {
+                    let dest = if cfg.health.is_some() {
+                        "health".to_string()
+                    } else if cfg.proxy.is_some() {
                         "proxy".to_string()
                     } else {
                         cfg.upstream.to_string()
                     };
-                    tracing::info!(relay = %cfg.name, "stone {}: {dest} <- {}", r.id(), show(r.local_addr(), cfg.listen));
-                    accept_loops.spawn(r.serve(stop, force, conns));
+                    format!(
+                        "stone {}: {dest} <- {}",
+                        r.id(),
+                        show(r.local_addr(), cfg.listen)
+                    )
                 }
                 Bound::Udp(r) => {
-                    tracing::info!(relay = %cfg.name, "stone {}: {}/udp <- {}/udp", r.id(), cfg.upstream, show(r.local_addr(), cfg.listen));
-                    accept_loops.spawn(r.serve(stop, force, conns));
+                    format!(
+                        "stone {}: {}/udp <- {}/udp",
+                        r.id(),
+                        cfg.upstream,
+                        show(r.local_addr(), cfg.listen)
+                    )
                 }
-            }
+            };
+            tracing::info!(relay = %cfg.name, "{line}");
+            crate::observe::stats::add_mapping(line);
+            match bound {
+                Bound::Tcp(r) => accept_loops.spawn(r.serve(stop, force, conns)),
+                Bound::Udp(r) => accept_loops.spawn(r.serve(stop, force, conns)),
+            };
         }
         accept_loops.close();
         shutdown.await;

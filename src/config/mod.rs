@@ -190,6 +190,15 @@ pub struct Backup {
     pub interval: Duration,
 }
 
+/// Settings of a health port (stone's `health` stone).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthPort {
+    /// stone's -d level, echoed in replies.
+    pub debug: u8,
+    /// What CONFIG answers.
+    pub config: String,
+}
+
 /// One validated relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -232,6 +241,8 @@ pub struct RelayConfig {
     pub accounting: Option<PathBuf>,
     /// Connect to the upstream's IPv6 addresses only (stone's `/v6` on the destination).
     pub upstream_v6: bool,
+    /// Answer stone's health protocol instead of relaying.
+    pub health: Option<HealthPort>,
     /// Act as an HTTP proxy (CONNECT and absolute-form) limited to these
     /// destinations, instead of forwarding to `upstream`.
     pub proxy: Option<crate::relay::proxy::DestPolicy>,
@@ -260,6 +271,7 @@ impl RelayConfig {
             source: None,
             accounting: None,
             upstream_v6: false,
+            health: None,
             proxy: None,
         }
     }
@@ -479,12 +491,12 @@ impl Validator<'_> {
             Some(p) => match p.get_ref().as_str() {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
-                "proxy" => Protocol::Tcp,
+                "proxy" | "health" => Protocol::Tcp,
                 other => {
                     self.problem(
                         &key("protocol"),
                         p,
-                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\" or \"proxy\""),
+                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\", \"proxy\" or \"health\""),
                     );
                     Protocol::Tcp
                 }
@@ -510,8 +522,9 @@ impl Validator<'_> {
                 }
             },
         };
-        let is_proxy = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "proxy");
-        let proxy = if is_proxy {
+        let is_health = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "health");
+        let is_proxy = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "proxy") || is_health;
+        let proxy = if is_proxy && !is_health {
             Some(self.proxy_policy(i, r))
         } else {
             None
@@ -528,7 +541,7 @@ impl Validator<'_> {
                 self.problem(
                     &key("upstream"),
                     u,
-                    "a proxy relay has no upstream; clients name their destination".into(),
+                    "proxy and health relays have no upstream".into(),
                 );
                 None
             }
@@ -688,6 +701,7 @@ impl Validator<'_> {
             source,
             accounting: None,
             upstream_v6: false,
+            health: is_health.then(HealthPort::default),
             proxy,
         })
     }
@@ -932,6 +946,18 @@ mod tests {
         assert!(p.allows("10.1.1.1".parse().unwrap(), 443));
         assert!(p.allows("192.168.1.1".parse().unwrap(), 80));
         assert!(!p.allows("192.168.1.1".parse().unwrap(), 443));
+    }
+
+    #[test]
+    fn health_relays_have_no_upstream() {
+        let c = Config::parse("[[relay]]\nprotocol = \"health\"\nlisten = \"127.0.0.1:8099\"\n")
+            .unwrap();
+        assert!(c.relays[0].health.is_some() && c.relays[0].proxy.is_none());
+        let bad = Config::parse(
+            "[[relay]]\nprotocol = \"health\"\nlisten = \"127.0.0.1:8099\"\nupstream = \"a:1\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(bad[0].path, "relay[0].upstream");
     }
 
     #[test]

@@ -2,4 +2,5 @@
 
 pub mod access;
 pub mod logfmt;
+pub mod stats;
 pub mod time;

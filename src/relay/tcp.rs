@@ -204,6 +204,19 @@ async fn handle(
         duration: Duration::ZERO,
         reason: CloseReason::ConnectFailed,
     };
+    if let Some(h) = &cfg.health {
+        super::health::serve(
+            client,
+            &crate::observe::stats::mappings(),
+            &h.config,
+            h.debug,
+        )
+        .await;
+        record.reason = CloseReason::Eof;
+        record.duration = meter.elapsed();
+        record.emit();
+        return;
+    }
     let connected = match &cfg.proxy {
         None => tokio::select! {
             r = connect(shared) => r.map_err(|why| {
@@ -228,6 +241,7 @@ async fn handle(
         }
     };
     record.upstream = Some(addr);
+    crate::observe::stats::pair_opened();
     set_options(&upstream, cfg);
     tracing::debug!(relay = %cfg.name, "{} TCP {fd}: established to {} {addr}", shared.id, upstream.as_raw_fd());
     let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, &meter).await;
@@ -256,6 +270,7 @@ async fn handle(
     record.reason = outcome.reason;
     drop(client);
     drop(upstream);
+    crate::observe::stats::pair_closed();
     record.emit();
 }
 

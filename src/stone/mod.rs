@@ -538,9 +538,38 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
                     rules: Vec::new(),
                     last_match_wins: true,
                 }),
+                health: false,
             });
         }
-        "health" => return Err(what("the `health` stone is not implemented yet".into())),
+        "health" => {
+            if first != "health" {
+                return Err(what(format!("{first}: the health port is TCP only")));
+            }
+            if group.len() < 2 {
+                return Err(what("expected health <sport> [<xhost>...]".into()));
+            }
+            let listen = spec::parse_listen(&group[1]).map_err(what)?;
+            if listen.udp {
+                return Err(what("the health port is TCP only".into()));
+            }
+            let (acl, acl_default) = spec::parse_xhosts(&group[2..]).map_err(what)?;
+            return Ok(Stone {
+                target: spec::Target {
+                    host: "health".into(),
+                    port: 0,
+                    udp: false,
+                    v6: false,
+                },
+                listen,
+                acl,
+                acl_default,
+                words: group.to_vec(),
+                timeout: None,
+                source: None,
+                proxy: None,
+                health: true,
+            });
+        }
         "identd" => return Err(what("the `identd` stone is not implemented yet".into())),
         _ => {}
     }
@@ -576,6 +605,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         timeout: None,
         source: None,
         proxy: None,
+        health: false,
     })
 }
 
@@ -617,6 +647,12 @@ impl StoneCommand {
             r.proxy = s.proxy.clone();
             r.upstream_v6 = s.target.v6;
             r.source = s.source;
+            if s.health {
+                r.health = Some(crate::config::HealthPort {
+                    debug: self.debug,
+                    config: self.argv.join(" "),
+                });
+            }
             r.accounting = self.accounting.clone();
             let dest = s.words[0].split('/').next().unwrap_or(&s.words[0]);
             if let Some((_, group)) = self.groups.iter().rev().find(|(k, _)| k == dest) {

@@ -128,7 +128,14 @@ fn check_only(config: &Config) -> u8 {
         } else {
             ""
         };
-        tracing::info!(target: "ossrelay::stone", "stone {id}: {}{suffix} <- {}{suffix}", r.upstream, r.listen);
+        let dest = if r.health.is_some() {
+            "health".to_string()
+        } else if r.proxy.is_some() {
+            "proxy".to_string()
+        } else {
+            r.upstream.to_string()
+        };
+        tracing::info!(target: "ossrelay::stone", "stone {id}: {dest}{suffix} <- {}{suffix}", r.listen);
     }
     0
 }

@@ -52,6 +52,8 @@ pub struct Stone {
     pub timeout: Option<u64>,
     /// `-I` in force when this stone was defined.
     pub source: Option<std::net::SocketAddr>,
+    /// A `health` stone.
+    pub health: bool,
     /// For `proxy` stones: the `-x` destination rules in force.
     pub proxy: Option<crate::relay::proxy::DestPolicy>,
 }

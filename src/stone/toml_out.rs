@@ -89,18 +89,20 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
         let _ = writeln!(out, "\n# {}", s.words.join(" "));
         out.push_str("[[relay]]\n");
         let _ = writeln!(out, "name = {}", quote(&r.name));
-        let proto = match (r.protocol, &r.proxy) {
-            (Protocol::Udp, _) => "udp",
-            (Protocol::Tcp, Some(_)) => "proxy",
-            (Protocol::Tcp, None) => "tcp",
+        let proto = match (r.protocol, &r.proxy, &r.health) {
+            (Protocol::Udp, _, _) => "udp",
+            (Protocol::Tcp, _, Some(_)) => "health",
+            (Protocol::Tcp, Some(_), None) => "proxy",
+            (Protocol::Tcp, None, None) => "tcp",
         };
         let _ = writeln!(out, "protocol = \"{proto}\"");
         let _ = writeln!(out, "listen = \"{}\"", r.listen);
-        match &r.proxy {
-            None => {
+        match (&r.proxy, &r.health) {
+            (_, Some(_)) => {}
+            (None, None) => {
                 let _ = writeln!(out, "upstream = {}", quote(&r.upstream.to_string()));
             }
-            Some(policy) => out.push_str(&proxy_allow(policy)),
+            (Some(policy), None) => out.push_str(&proxy_allow(policy)),
         }
         if !r.group.is_empty() {
             let g: Vec<String> = r.group.iter().map(|u| quote(&u.to_string())).collect();

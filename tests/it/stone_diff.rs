@@ -28,6 +28,8 @@ enum Probe {
     Exit,
     /// HTTP proxy: CONNECT and absolute-form GET to 127.0.0.1 and 127.0.0.2.
     Proxy,
+    /// The health port: the reply code of each command, or "closed".
+    Health,
 }
 
 /// How the two implementations are expected to compare.
@@ -202,13 +204,12 @@ fn cases() -> Vec<Case> {
             "-x 1-32767 127.0.0.0/31 -- proxy {L}",
             Proxy,
         ),
-        Case {
-            name: "health stone",
-            args: "-N health {L}",
-            cfg: "",
-            probe: Exit,
-            expect: Expect::Differs("`health` stone"),
-        },
+        case("health stone", "health {L}", Health),
+        case(
+            "health stone with -d -d",
+            "-d -d health 127.0.0.1:{L}",
+            Health,
+        ),
         Case {
             name: "/http dest",
             args: "-N 127.0.0.1:{UP}/http {L} GET\\ /\\ HTTP/1.0",
@@ -434,6 +435,29 @@ fn proxy_get(via: SocketAddr, ip: &str, port: u16) -> String {
     format!("{ip}:get-{kind}")
 }
 
+/// Sends one health command; returns the reply's status code or "closed".
+fn health_code(port: u16, cmd: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return "connect-refused".into();
+    };
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let _ = s.write_all(format!("{cmd}\r\n").as_bytes());
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\n") {
+        match s.read(&mut b) {
+            Ok(1) => got.push(b[0]),
+            _ => break,
+        }
+    }
+    if got.len() >= 3 {
+        String::from_utf8_lossy(&got[..3]).into_owned()
+    } else {
+        "closed".into()
+    }
+}
+
 fn udp_echo(port: u16, from: Ipv4Addr, msg: &[u8]) -> String {
     let s = UdpSocket::bind((from, 0)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(700)))
@@ -573,6 +597,25 @@ fn observe_once(
                     .map(|ip| format!("{ip}:{}", udp_echo(l, *ip, msg.as_bytes())))
                     .collect::<Vec<_>>()
                     .join(" "),
+                Probe::Health => [
+                    "HELO x",
+                    "helo lower",
+                    "STAT",
+                    "FREE",
+                    "CLOCK",
+                    "CVS_ID",
+                    "LIMIT PAIR 100000",
+                    "LIMIT PAIR 0",
+                    "LIMIT CONN 5",
+                    "LIMIT ASYNC 100",
+                    "LIMIT ASYNC 0",
+                    "LIMIT BOGUS 1",
+                    "BOGUS",
+                ]
+                .iter()
+                .map(|cmd| format!("{}={}", cmd.replace(' ', "_"), health_code(l, cmd)))
+                .collect::<Vec<_>>()
+                .join(" "),
                 Probe::Proxy => {
                     let via = SocketAddr::from(([127, 0, 0, 1], l));
                     ["127.0.0.1", "127.0.0.2"]
