@@ -64,6 +64,8 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// RFC 3164 datagrams to the local syslog socket, /dev/log (stone's `-l`).
+    Syslog,
 }
 
 /// Transport of a relay.
@@ -432,11 +434,12 @@ impl Validator<'_> {
             Some(f) => match f.get_ref().as_str() {
                 "text" | "stone" => LogFormat::Text,
                 "json" => LogFormat::Json,
+                "syslog" => LogFormat::Syslog,
                 other => {
                     self.problem(
                         "log.format",
                         f,
-                        format!("unknown format {other:?}; use \"text\" or \"json\""),
+                        format!("unknown format {other:?}; use \"text\", \"json\" or \"syslog\""),
                     );
                     LogFormat::Text
                 }

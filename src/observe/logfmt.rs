@@ -41,6 +41,19 @@ enum Value {
     Bool(bool),
 }
 
+impl Value {
+    fn text(&self) -> String {
+        match self {
+            Value::Str(s) if s.is_empty() || s.contains(' ') => format!("{s:?}"),
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Uint(u) => u.to_string(),
+            Value::Float(f) => format!("{f:.3}"),
+            Value::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Fields {
     message: String,
@@ -94,6 +107,28 @@ where
         let now = Civil::now();
         let meta = event.metadata();
         match self.format {
+            LogFormat::Syslog => {
+                // Facility daemon; the syslog daemon adds the time and host.
+                let severity = match *meta.level() {
+                    tracing::Level::ERROR => 3,
+                    tracing::Level::WARN => 4,
+                    tracing::Level::INFO => 6,
+                    _ => 7,
+                };
+                write!(
+                    writer,
+                    "<{}>ossrelay[{}]: {}",
+                    3 * 8 + severity,
+                    std::process::id(),
+                    fields.message
+                )?;
+                for (name, value) in &fields.rest {
+                    if *name != "event" {
+                        write!(writer, " {name}={}", value.text())?;
+                    }
+                }
+                writeln!(writer)
+            }
             LogFormat::Text => {
                 // Read per event: -D forks after logging is set up.
                 write!(writer, "{} {} ", now.stone(), std::process::id())?;
@@ -167,15 +202,64 @@ where
 /// Installs the global subscriber with an explicit filter (stone's `-d`
 /// levels), writing to `file` or stderr. `RUST_LOG` overrides the filter.
 pub fn init_filter(format: LogFormat, filter: &str, file: Option<&Path>) -> io::Result<()> {
+    let filter_text = filter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .event_format(LineFormat::new(format));
-    let _ = match file {
-        Some(path) => builder.with_writer(Arc::new(open_log(path)?)).try_init(),
-        None => builder.with_writer(io::stderr).try_init(),
+    let _ = match (format, file) {
+        (LogFormat::Syslog, _) => match Syslog::connect(Path::new(SYSLOG_SOCKET)) {
+            Ok(sys) => builder.with_writer(Arc::new(sys)).try_init(),
+            Err(e) => {
+                // stone loses its log silently here; say so and keep it.
+                eprintln!("ossrelay: {e}; logging to stderr instead");
+                tracing_subscriber::fmt()
+                    .with_env_filter(
+                        EnvFilter::try_from_default_env()
+                            .unwrap_or_else(|_| EnvFilter::new(filter_text)),
+                    )
+                    .event_format(LineFormat::new(LogFormat::Text))
+                    .with_writer(io::stderr)
+                    .try_init()
+            }
+        },
+        (_, Some(path)) => builder.with_writer(Arc::new(open_log(path)?)).try_init(),
+        (_, None) => builder.with_writer(io::stderr).try_init(),
     };
     Ok(())
+}
+
+/// The local syslog socket.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// One datagram per log line to a syslog socket.
+#[derive(Debug)]
+pub struct Syslog(std::os::unix::net::UnixDatagram);
+
+impl Syslog {
+    /// Connects to the syslog socket at `path`; errors name it.
+    pub fn connect(path: &Path) -> io::Result<Syslog> {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        sock.connect(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot log to syslog at {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Syslog(sock))
+    }
+}
+
+impl io::Write for &Syslog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let line = buf.strip_suffix(b"\n").unwrap_or(buf);
+        // A full or missing syslog daemon must not stop the relay.
+        let _ = self.0.send(line);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn open_log(path: &Path) -> io::Result<std::fs::File> {
@@ -194,28 +278,42 @@ fn open_log(path: &Path) -> io::Result<std::fs::File> {
 /// Installs the global subscriber. `level` is a default that `RUST_LOG`
 /// overrides. Errors name the log file that could not be opened.
 pub fn init(format: LogFormat, level: &str, file: Option<&Path>) -> io::Result<()> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,ossrelay={level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .event_format(LineFormat::new(format));
-    let result = match file {
-        Some(path) => {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot open log file {}: {e}", path.display()),
-                    )
-                })?;
-            builder.with_writer(Arc::new(f)).try_init()
-        }
-        None => builder.with_writer(io::stderr).try_init(),
-    };
     // A second init (tests, the demo) keeps the first subscriber; that is fine.
-    let _ = result;
-    Ok(())
+    init_filter(format, &format!("warn,ossrelay={level}"), file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_lines_carry_priority_and_tag() {
+        let dir = std::env::temp_dir().join(format!("ossrelay-syslog-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let server = std::os::unix::net::UnixDatagram::bind(&dir).unwrap();
+        let sys = Arc::new(Syslog::connect(&dir).unwrap());
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("info"))
+            .event_format(LineFormat::new(LogFormat::Syslog))
+            .with_writer(sys)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(relay = "r1", "stone 3: access denied: from 10.0.0.9:1234");
+        });
+        let mut buf = [0u8; 512];
+        let n = server.recv(&mut buf).unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]).to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(
+            line,
+            format!(
+                "<28>ossrelay[{}]: stone 3: access denied: from 10.0.0.9:1234 relay=r1",
+                std::process::id()
+            )
+        );
+        assert!(Syslog::connect(Path::new("/nonexistent/log"))
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/log"));
+    }
 }

@@ -42,6 +42,8 @@ pub struct StoneCommand {
     pub log_file: Option<PathBuf>,
     /// `-ll`: run under daemontools (log to stderr, stay in foreground).
     pub daemontools: bool,
+    /// `-l`: log to syslog.
+    pub syslog: bool,
     /// `-i <file>`: pid file.
     pub pid_file: Option<PathBuf>,
     /// `-X <n>`: stone's copy buffer size; only affects the fallback copy.
@@ -80,7 +82,6 @@ pub struct StoneCommand {
 fn refused_option(opt: char) -> Option<&'static str> {
     Some(match opt {
         'p' => "packet dumps are not implemented; use `tcpdump -X` on the relay host",
-        'l' => "syslog output is not implemented; use -L <file>, or run under systemd/daemontools (-ll) and log to stderr",
         's' => "send/expect health-check scripts are not implemented; -b checks that the master accepts a TCP connection",
         'q' | 'z' => "TLS options are not implemented yet; terminate TLS elsewhere or relay it as plain TCP",
         'M' => "Windows service installation (-M) does not exist on this platform",
@@ -287,6 +288,7 @@ fn option_group(
                 cmd.daemontools = true;
                 k += 1;
             }
+            'l' => cmd.syslog = true,
             'h' => return Err("-h: see `ossrelay stone --help`".into()),
             'C' => {
                 if config_file.is_some() {
@@ -678,7 +680,11 @@ impl StoneCommand {
         }
         Ok(Config {
             log: LogConfig {
-                format: LogFormat::Text,
+                format: if self.syslog && !self.daemontools {
+                    LogFormat::Syslog
+                } else {
+                    LogFormat::Text
+                },
                 file: if self.daemontools {
                     None
                 } else {

@@ -65,10 +65,10 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
     let _ = writeln!(
         out,
         "format = \"{}\"",
-        if cfg.log.format == LogFormat::Json {
-            "json"
-        } else {
-            "text"
+        match cfg.log.format {
+            LogFormat::Json => "json",
+            LogFormat::Syslog => "syslog",
+            LogFormat::Text => "text",
         }
     );
     let level = match cmd.debug {
