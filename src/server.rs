@@ -97,13 +97,7 @@ impl Server {
             let (stop, force, conns) = (stop.clone(), force.clone(), tracker.clone());
             let line = match &bound {
                 Bound::Tcp(r) => {
-                    let dest = if cfg.health.is_some() {
-                        "health".to_string()
-                    } else if cfg.proxy.is_some() {
-                        "proxy".to_string()
-                    } else {
-                        cfg.upstream.to_string()
-                    };
+                    let dest = cfg.destination_label();
                     format!(
                         "stone {}: {dest} <- {}",
                         r.id(),

@@ -251,6 +251,18 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
+    /// What the relay forwards to, as stone's mapping line shows it:
+    /// `host:port`, `proxy` or `health`.
+    pub fn destination_label(&self) -> String {
+        if self.health.is_some() {
+            "health".to_string()
+        } else if self.proxy.is_some() {
+            "proxy".to_string()
+        } else {
+            self.upstream.to_string()
+        }
+    }
+
     /// A TCP relay with every default, for tests and programmatic use.
     pub fn tcp(name: &str, listen: SocketAddr, upstream: Upstream) -> RelayConfig {
         RelayConfig {

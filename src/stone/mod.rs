@@ -505,73 +505,52 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// `proxy <sport> [<xhost>...]` and `health <sport> [<xhost>...]`: stones
+/// that serve a protocol themselves instead of forwarding to a destination.
+fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
+    if group.len() < 2 {
+        return Err(format!("expected {kind} <sport> [<xhost>...]"));
+    }
+    let listen = spec::parse_listen(&group[1])?;
+    if listen.udp {
+        return Err(format!("a {kind} stone is TCP only"));
+    }
+    let (acl, acl_default) = spec::parse_xhosts(&group[2..])?;
+    let proxy = (kind == "proxy").then(|| crate::relay::proxy::DestPolicy {
+        rules: Vec::new(),
+        last_match_wins: true,
+    });
+    Ok(Stone {
+        target: spec::Target {
+            host: kind.into(),
+            port: 0,
+            udp: false,
+            v6: false,
+        },
+        listen,
+        acl,
+        acl_default,
+        words: group.to_vec(),
+        timeout: None,
+        source: None,
+        proxy,
+        health: kind == "health",
+    })
+}
+
 fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
     let first = group[0].as_str();
     let what = |e: String| format!("<stone> #{n} ({}): {e}", group.join(" "));
     match first.split('/').next().unwrap_or(first) {
-        "proxy" => {
-            if first != "proxy" {
-                return Err(what(format!(
-                    "{first}: the v4only/v6only destination limits are not implemented yet"
-                )));
-            }
-            if group.len() < 2 {
-                return Err(what("expected proxy <sport> [<xhost>...]".into()));
-            }
-            let listen = spec::parse_listen(&group[1]).map_err(what)?;
-            if listen.udp {
-                return Err(what("a proxy stone cannot listen on UDP".into()));
-            }
-            let (acl, acl_default) = spec::parse_xhosts(&group[2..]).map_err(what)?;
-            return Ok(Stone {
-                target: spec::Target {
-                    host: "proxy".into(),
-                    port: 0,
-                    udp: false,
-                    v6: false,
-                },
-                listen,
-                acl,
-                acl_default,
-                words: group.to_vec(),
-                timeout: None,
-                source: None,
-                proxy: Some(crate::relay::proxy::DestPolicy {
-                    rules: Vec::new(),
-                    last_match_wins: true,
-                }),
-                health: false,
-            });
+        "proxy" if first != "proxy" => {
+            return Err(what(format!(
+                "{first}: the v4only/v6only destination limits are not implemented yet"
+            )))
         }
-        "health" => {
-            if first != "health" {
-                return Err(what(format!("{first}: the health port is TCP only")));
-            }
-            if group.len() < 2 {
-                return Err(what("expected health <sport> [<xhost>...]".into()));
-            }
-            let listen = spec::parse_listen(&group[1]).map_err(what)?;
-            if listen.udp {
-                return Err(what("the health port is TCP only".into()));
-            }
-            let (acl, acl_default) = spec::parse_xhosts(&group[2..]).map_err(what)?;
-            return Ok(Stone {
-                target: spec::Target {
-                    host: "health".into(),
-                    port: 0,
-                    udp: false,
-                    v6: false,
-                },
-                listen,
-                acl,
-                acl_default,
-                words: group.to_vec(),
-                timeout: None,
-                source: None,
-                proxy: None,
-                health: true,
-            });
+        "health" if first != "health" => {
+            return Err(what(format!("{first}: the health port is TCP only")))
         }
+        "proxy" | "health" => return service_stone(first, group).map_err(what),
         "identd" => return Err(what("the `identd` stone is not implemented yet".into())),
         _ => {}
     }

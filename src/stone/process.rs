@@ -128,13 +128,7 @@ fn check_only(config: &Config) -> u8 {
         } else {
             ""
         };
-        let dest = if r.health.is_some() {
-            "health".to_string()
-        } else if r.proxy.is_some() {
-            "proxy".to_string()
-        } else {
-            r.upstream.to_string()
-        };
+        let dest = r.destination_label();
         tracing::info!(target: "ossrelay::stone", "stone {id}: {dest}{suffix} <- {}{suffix}", r.listen);
     }
     0
