@@ -20,6 +20,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a client may take to send a request head.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long in-flight requests may run after a stop signal.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How to run the store.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -161,14 +166,18 @@ impl Store {
                     let store = store.clone();
                     async move { Ok::<_, Infallible>(store.handle(req, peer).await) }
                 });
+                // A client that never finishes its request head must not
+                // hold a connection (or a shutdown) forever.
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
                 tokio::pin!(conn);
                 tokio::select! {
                     r = conn.as_mut() => { if let Err(e) = r { tracing::debug!("store: {peer}: {e}"); } }
                     _ = stop.cancelled() => {
                         conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+                        let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
                     }
                 }
             });
