@@ -123,10 +123,12 @@ impl UdpRelay {
                 Some(pair) => pair,
                 None => {
                     generation += 1;
-                    match self
-                        .open_session(peer, generation, &sessions, &stop, &force, &tracker)
-                        .await
-                    {
+                    // Session set-up may wait on DNS; a stop signal must not.
+                    let opened = tokio::select! {
+                        r = self.open_session(peer, generation, &sessions, &stop, &force, &tracker) => r,
+                        _ = stop.cancelled() => break,
+                    };
+                    match opened {
                         Some(pair) => pair,
                         None => continue,
                     }
