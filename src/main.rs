@@ -99,10 +99,10 @@ binary is invoked through a symlink named `stone`.
 Supported: <host>:<port> <sport> [<xhost>...] stones (TCP, /udp on both
 sides, /v6, /v6only, shost:sport, shost%intf:sport, service names), xhost
 lists with /<bits>, /<mask>, p<mode>, v4/v6 and `!`, and the options
--d -n -u -f -l -L -ll -a -i -X -T -A -r -x -b -B -I -C -P -Q -N -D -o -g -t -c,
+-d -p -n -u -f -l -L -ll -a -i -X -T -A -r -x -b -B -I -C -P -Q -N -D -o -g -t -c,
 `proxy` stones (CONNECT and absolute-form HTTP) limited by -x, and
 `health` stones. Refused with exit 2 and a reason: /ssl, -q, -z, identd, /http,
-/proxy, /mproxy, /base, /block, /ident, /apop, unix sockets, -p, -s,
+/proxy, /mproxy, /base, /block, /ident, /apop, unix sockets, -s,
 -b ext=, -M. See MIGRATING-FROM-STONE.md.
 
 Examples:

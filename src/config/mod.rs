@@ -243,6 +243,8 @@ pub struct RelayConfig {
     pub accounting: Option<PathBuf>,
     /// Connect to the upstream's IPv6 addresses only (stone's `/v6` on the destination).
     pub upstream_v6: bool,
+    /// stone's `-p` dump mode for connections whose xhost sets none (0: off).
+    pub dump: u32,
     /// Answer stone's health protocol instead of relaying.
     pub health: Option<HealthPort>,
     /// Act as an HTTP proxy (CONNECT and absolute-form) limited to these
@@ -285,6 +287,7 @@ impl RelayConfig {
             source: None,
             accounting: None,
             upstream_v6: false,
+            dump: 0,
             health: None,
             proxy: None,
         }
@@ -716,6 +719,7 @@ impl Validator<'_> {
             source,
             accounting: None,
             upstream_v6: false,
+            dump: 0,
             health: is_health.then(HealthPort::default),
             proxy,
         })

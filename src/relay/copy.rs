@@ -96,11 +96,16 @@ pub async fn relay(
     idle: Duration,
     force: &CancellationToken,
     meter: &Meter,
+    dump: Option<(super::dump::Dump, super::dump::Dump)>,
 ) -> Outcome {
     // Resolving and connecting are not idleness; start the clock here.
     meter.touch();
-    let up = pump(client, upstream, &meter.from_client, meter);
-    let down = pump(upstream, client, &meter.to_client, meter);
+    let (dump_up, dump_down) = match dump {
+        Some((u, d)) => (Some(u), Some(d)),
+        None => (None, None),
+    };
+    let up = pump(client, upstream, &meter.from_client, meter, dump_up);
+    let down = pump(upstream, client, &meter.to_client, meter, dump_down);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     loop {
@@ -140,13 +145,17 @@ async fn pump(
     dst: &TcpStream,
     count: &AtomicU64,
     meter: &Meter,
+    dump: Option<super::dump::Dump>,
 ) -> io::Result<()> {
+    if dump.is_some() {
+        return buffered_pump(src, dst, count, meter, dump.as_ref()).await;
+    }
     #[cfg(target_os = "linux")]
     match splice_pump(src, dst, count, meter).await {
         SpliceResult::Done(r) => return r,
         SpliceResult::Unsupported => {}
     }
-    buffered_pump(src, dst, count, meter).await
+    buffered_pump(src, dst, count, meter, None).await
 }
 
 fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
@@ -283,6 +292,7 @@ async fn buffered_pump(
     dst: &TcpStream,
     count: &AtomicU64,
     meter: &Meter,
+    dump: Option<&super::dump::Dump>,
 ) -> io::Result<()> {
     let mut buf: Option<Box<[u8]>> = None;
     loop {
@@ -296,6 +306,9 @@ async fn buffered_pump(
             Err(e) => return Err(e),
         };
         meter.touch();
+        if let Some(d) = dump {
+            d.log(&b[..n]);
+        }
         write_all(dst, &b[..n], count, meter).await?;
     }
 }

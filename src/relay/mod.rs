@@ -2,6 +2,7 @@
 //! moves a TCP pair's data ([`copy`], zero-copy via [`splice`] on Linux).
 
 pub mod copy;
+pub mod dump;
 pub mod health;
 pub mod proxy;
 #[cfg(target_os = "linux")]

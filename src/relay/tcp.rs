@@ -131,7 +131,10 @@ impl TcpRelay {
                 refuse(&shared, &stream, peer, CloseReason::RefusedAcl);
                 continue;
             }
-            let mode = rule.map_or(0, |r| r.mode);
+            let mode = rule
+                .map(|r| r.mode)
+                .filter(|m| *m > 0)
+                .unwrap_or(self.cfg.dump);
             if let Some(acct) = &shared.accounting {
                 account(acct, local_port, self.id, peer);
             }
@@ -244,7 +247,16 @@ async fn handle(
     crate::observe::stats::pair_opened();
     set_options(&upstream, cfg);
     tracing::debug!(relay = %cfg.name, "{} TCP {fd}: established to {} {addr}", shared.id, upstream.as_raw_fd());
-    let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, &meter).await;
+    let dump = (mode > 0).then(|| {
+        let (c, u) = (client.as_raw_fd(), upstream.as_raw_fd());
+        let d = |arrow: String| super::dump::Dump {
+            mode,
+            id: shared.id,
+            arrow,
+        };
+        (d(format!("{c}>{u}")), d(format!("{c}<{u}")))
+    });
+    let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, &meter, dump).await;
     if let Some(err) = &outcome.error {
         tracing::debug!(relay = %cfg.name, "{} TCP {fd}: {err}", shared.id);
         // Pass the failure on: a reset on one side becomes a reset on the

@@ -42,6 +42,8 @@ pub struct StoneCommand {
     pub log_file: Option<PathBuf>,
     /// `-ll`: run under daemontools (log to stderr, stay in foreground).
     pub daemontools: bool,
+    /// `-p` count: packet dump mode.
+    pub dump: u32,
     /// `-l`: log to syslog.
     pub syslog: bool,
     /// `-i <file>`: pid file.
@@ -81,7 +83,6 @@ pub struct StoneCommand {
 /// Options stone has that ossrelay refuses, with the reason.
 fn refused_option(opt: char) -> Option<&'static str> {
     Some(match opt {
-        'p' => "packet dumps are not implemented; use `tcpdump -X` on the relay host",
         's' => "send/expect health-check scripts are not implemented; -b checks that the master accepts a TCP connection",
         'q' | 'z' => "TLS options are not implemented yet; terminate TLS elsewhere or relay it as plain TCP",
         'M' => "Windows service installation (-M) does not exist on this platform",
@@ -281,6 +282,7 @@ fn option_group(
             }
             'd' => cmd.debug = cmd.debug.saturating_add(1),
             'n' => cmd.numeric = true,
+            'p' => cmd.dump = cmd.dump.saturating_add(1),
             'r' => cmd.reuse = true,
             'N' => cmd.check_only = true,
             'D' => cmd.daemon = true,
@@ -628,6 +630,7 @@ impl StoneCommand {
             r.proxy = s.proxy.clone();
             r.upstream_v6 = s.target.v6;
             r.source = s.source;
+            r.dump = self.dump;
             if s.health {
                 r.health = Some(crate::config::HealthPort {
                     debug: self.debug,
@@ -681,8 +684,8 @@ impl StoneCommand {
     /// the blog); connection details from -d -d -d.
     pub fn log_filter(&self) -> &'static str {
         match self.debug {
-            0 => "warn,ossrelay::server=info,ossrelay::stone=info",
-            1 => "warn,ossrelay::server=info,ossrelay::stone=info,ossrelay::access=info",
+            0 => "warn,ossrelay::server=info,ossrelay::stone=info,ossrelay::dump=info",
+            1 => "warn,ossrelay::server=info,ossrelay::stone=info,ossrelay::dump=info,ossrelay::access=info",
             2 => "info,ossrelay=info",
             _ => "info,ossrelay=debug",
         }
@@ -761,7 +764,6 @@ mod tests {
     #[test]
     fn refusals_name_the_option() {
         for (line, needle) in [
-            ("-p h:80 80", "-p: not supported"),
             ("-b 5 h:80 h:81", "no <stone> given"),
             ("-b x h:80 h:81 h:80 80", "-b: \"x\" is not a valid number"),
             ("-B h:80 h:81 h:80", "must end with --"),

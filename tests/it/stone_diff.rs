@@ -242,13 +242,13 @@ fn cases() -> Vec<Case> {
             "-B 127.0.0.1:{UP} 127.0.0.1:{UP} 127.0.0.1:{LOW} -- 127.0.0.1:{UP} {L}",
             Tcp,
         ),
-        Case {
-            name: "-p packet dump",
-            args: "-N -p 127.0.0.1:{UP} {L}",
-            cfg: "",
-            probe: Exit,
-            expect: Expect::Differs("-p: not supported"),
-        },
+        case("-p packet dump", "-p 127.0.0.1:{UP} {L}", Tcp),
+        case(
+            "xhost p1 dump mode",
+            "127.0.0.1:{UP} {L} 127.0.0.2/p1 127.0.0.3 127.0.0.4",
+            Tcp,
+        ),
+        case("-ppp hex dump", "-ppp 127.0.0.1:{UP} {L}", Tcp),
     ]
 }
 
@@ -668,6 +668,19 @@ fn observe_once(
         let _ = std::fs::remove_file(&acct_file);
     }
     let err = std::fs::read_to_string(dir.join(format!("{tag}.stderr"))).unwrap_or_default();
+    if c.args.contains("-p") || c.args.contains("/p1") {
+        // A dump line is `<relay> <fd>><fd> <data>`: escaped text, or hex.
+        let dumped = err.lines().any(|line| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            w.windows(2).any(|p| {
+                let arrow = p[0]
+                    .split_once('>')
+                    .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok());
+                arrow && (p[1] == "ping" || p[1] == "70")
+            })
+        });
+        outcome.push_str(if dumped { " dumped" } else { " not-dumped" });
+    }
     (outcome, err)
 }
 
