@@ -16,6 +16,17 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LogFormat;
+
+/// println! that ignores a closed stdout (`ossrelay demo | head`): SIGPIPE
+/// stays ignored for the relay's sockets, so println! would panic instead.
+macro_rules! say {
+    () => {{
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use crate::resolve::{Resolve, StaticResolver};
 use crate::s3client::sigv4::Signer;
 use crate::s3client::Client;
@@ -73,11 +84,11 @@ pub async fn run(opts: DemoOptions) -> bool {
     );
     match run_inner(&opts, &relay_log).await {
         Ok(()) => {
-            println!("\ndemo: every step passed");
+            say!("\ndemo: every step passed");
             true
         }
         Err(e) => {
-            println!("\n✘ demo failed: {e}");
+            say!("\n✘ demo failed: {e}");
             print_relay_log(&relay_log);
             false
         }
@@ -90,23 +101,23 @@ fn print_relay_log(log: &LogBuffer) {
         .lock()
         .map(|v| String::from_utf8_lossy(&v).to_string())
         .unwrap_or_default();
-    println!("\n--- relay log (stone -d -d format) ---");
+    say!("\n--- relay log (stone -d -d format) ---");
     for line in text.lines() {
-        println!("{line}");
+        say!("{line}");
     }
 }
 
 fn step(n: usize, total: usize, title: &str) -> Instant {
-    println!("\n[{n}/{total}] {title}");
+    say!("\n[{n}/{total}] {title}");
     Instant::now()
 }
 
 fn elapsed(t: Instant) {
-    println!("\n{:.6}(s) elapsed", t.elapsed().as_secs_f64());
+    say!("\n{:.6}(s) elapsed", t.elapsed().as_secs_f64());
 }
 
 fn ok(what: &str) {
-    println!("✔ {what}");
+    say!("✔ {what}");
 }
 
 async fn run_inner(opts: &DemoOptions, relay_log: &LogBuffer) -> Result<(), String> {
@@ -165,17 +176,17 @@ async fn run_inner(opts: &DemoOptions, relay_log: &LogBuffer) -> Result<(), Stri
         timeout: Duration::from_secs(60),
     };
 
-    println!("ossrelay demo: the private path from the blog, on loopback");
-    println!("  OSS stand-in : ossrelay store on {store_addr} (domain {ENDPOINT}, bucket {BUCKET}, SigV4 required)");
-    println!(
+    say!("ossrelay demo: the private path from the blog, on loopback");
+    say!("  OSS stand-in : ossrelay store on {store_addr} (domain {ENDPOINT}, bucket {BUCKET}, SigV4 required)");
+    say!(
         "  relay (ECS)  : ossrelay stone -d -d {ENDPOINT}:{} {}   <- the blog's line, ports moved",
         store_addr.port(),
         relay_addr
     );
-    println!("                 listening on {relay_addr}; relay hosts file: 127.0.0.1 {ENDPOINT}");
-    println!("  client (EC2) : hosts file");
-    println!("                 {} {ENDPOINT}", relay_addr.ip());
-    println!("                 {} {BUCKET}.{ENDPOINT}", relay_addr.ip());
+    say!("                 listening on {relay_addr}; relay hosts file: 127.0.0.1 {ENDPOINT}");
+    say!("  client (EC2) : hosts file");
+    say!("                 {} {ENDPOINT}", relay_addr.ip());
+    say!("                 {} {BUCKET}.{ENDPOINT}", relay_addr.ip());
 
     let total = 6;
     let result = steps(&client, total).await;
@@ -196,7 +207,7 @@ async fn run_inner(opts: &DemoOptions, relay_log: &LogBuffer) -> Result<(), Stri
             .filter(|l| l.contains(": accepted TCP ") && l.contains("from 127.0.0.1:"))
             .count();
         for line in text.lines() {
-            println!("{line}");
+            say!("{line}");
         }
         if accepted == 0 {
             stop.cancel();
@@ -228,17 +239,22 @@ async fn steps(client: &Client, total: usize) -> Result<(), String> {
         "ossutil ls                              (ListBuckets)",
     );
     let buckets = client.list_buckets().await.map_err(e("list buckets"))?;
-    println!(
+    say!(
         "{:<45}{:>20}{:>16}    BucketName",
-        "CreationTime", "Region", "StorageClass"
+        "CreationTime",
+        "Region",
+        "StorageClass"
     );
     for b in &buckets {
-        println!(
+        say!(
             "{:<45}{:>20}{:>16}    oss://{}",
-            b.created, REGION, "Standard", b.name
+            b.created,
+            REGION,
+            "Standard",
+            b.name
         );
     }
-    println!("Bucket Number is: {}", buckets.len());
+    say!("Bucket Number is: {}", buckets.len());
     elapsed(t);
     if !buckets.iter().any(|b| b.name == BUCKET) {
         return Err(format!("bucket {BUCKET} missing from the listing"));
@@ -270,7 +286,7 @@ async fn steps(client: &Client, total: usize) -> Result<(), String> {
         .put_object(BUCKET, "test2.txt", text.clone(), None)
         .await
         .map_err(e("upload test2.txt"))?;
-    println!(
+    say!(
         "Succeed: Total num: 1, size: {}. OK num: 1(upload 1 files). ETag {etag}",
         text.len()
     );
@@ -285,7 +301,7 @@ async fn steps(client: &Client, total: usize) -> Result<(), String> {
             text.len()
         ));
     }
-    println!("downloaded test2.txt: {} bytes, identical", back.len());
+    say!("downloaded test2.txt: {} bytes, identical", back.len());
     let after = client
         .list_objects(BUCKET, 1000)
         .await
@@ -324,8 +340,8 @@ async fn steps(client: &Client, total: usize) -> Result<(), String> {
         .await
         .map_err(e("download big.bin"))?;
     let have = Sha256::digest(&got);
-    println!("sha256 sent     {}", crate::s3client::sigv4::hex(&want));
-    println!("sha256 received {}", crate::s3client::sigv4::hex(&have));
+    say!("sha256 sent     {}", crate::s3client::sigv4::hex(&want));
+    say!("sha256 received {}", crate::s3client::sigv4::hex(&have));
     elapsed(t);
     if want != have || got.len() != BIG_UPLOAD {
         return Err(format!(
@@ -352,7 +368,7 @@ async fn steps(client: &Client, total: usize) -> Result<(), String> {
             request_id,
             ..
         }) if status == 403 => {
-            println!("refused: HTTP {status} {code} (x-oss-request-id {request_id})");
+            say!("refused: HTTP {status} {code} (x-oss-request-id {request_id})");
         }
         other => return Err(format!("a badly signed request was not refused: {other:?}")),
     }
@@ -362,12 +378,15 @@ async fn steps(client: &Client, total: usize) -> Result<(), String> {
 }
 
 fn print_objects(objs: &[crate::s3client::xml::Object]) {
-    println!(
+    say!(
         "{:<32}{:>12}{:>15}   {:<36}ObjectName",
-        "LastModifiedTime", "Size(B)", "StorageClass", "ETAG"
+        "LastModifiedTime",
+        "Size(B)",
+        "StorageClass",
+        "ETAG"
     );
     for o in objs {
-        println!(
+        say!(
             "{:<32}{:>12}{:>15}   {:<36}oss://{BUCKET}/{}",
             o.modified,
             o.size,
@@ -376,7 +395,7 @@ fn print_objects(objs: &[crate::s3client::xml::Object]) {
             o.key
         );
     }
-    println!("Object Number is: {}", objs.len());
+    say!("Object Number is: {}", objs.len());
 }
 
 fn pattern(len: usize) -> Bytes {
@@ -406,7 +425,8 @@ async fn progress_bar(sent: Arc<AtomicU64>, total: u64) {
         if (tty && pct != last_pct) || done {
             let filled = (pct / 4) as usize;
             let secs = start.elapsed().as_secs_f64().max(1e-6);
-            print!(
+            let _ = write!(
+                std::io::stdout(),
                 "\r[{}{}] {:>3}%  {:>6.1} MiB  {:>7.1} MiB/s",
                 "#".repeat(filled),
                 " ".repeat(25 - filled),
@@ -418,7 +438,7 @@ async fn progress_bar(sent: Arc<AtomicU64>, total: u64) {
             last_pct = pct;
         }
         if done {
-            println!();
+            say!();
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -426,25 +446,25 @@ async fn progress_bar(sent: Arc<AtomicU64>, total: u64) {
 }
 
 fn print_keep_instructions(store: SocketAddr, relay: SocketAddr) {
-    println!("\n--keep: the store and the relay stay up until Ctrl-C.");
-    println!("Point a real client at the relay. Virtual-hosted style (what OSS requires) needs the names");
-    println!("to resolve to the relay, e.g. in /etc/hosts:");
-    println!("    {} {ENDPOINT}", relay.ip());
-    println!("    {} {BUCKET}.{ENDPOINT}", relay.ip());
-    println!("Credentials: access key {ACCESS_KEY}, secret key {SECRET_KEY}");
-    println!("\n  aws (with addressing_style = virtual in ~/.aws/config):");
-    println!("    AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} \\");
-    println!(
+    say!("\n--keep: the store and the relay stay up until Ctrl-C.");
+    say!("Point a real client at the relay. Virtual-hosted style (what OSS requires) needs the names");
+    say!("to resolve to the relay, e.g. in /etc/hosts:");
+    say!("    {} {ENDPOINT}", relay.ip());
+    say!("    {} {BUCKET}.{ENDPOINT}", relay.ip());
+    say!("Credentials: access key {ACCESS_KEY}, secret key {SECRET_KEY}");
+    say!("\n  aws (with addressing_style = virtual in ~/.aws/config):");
+    say!("    AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} \\");
+    say!(
         "      aws --endpoint-url http://{ENDPOINT}:{} --region {REGION} s3 ls s3://{BUCKET}",
         relay.port()
     );
-    println!("  s3cmd:");
-    println!("    s3cmd --access_key={ACCESS_KEY} --secret_key={SECRET_KEY} --no-ssl \\");
-    println!(
+    say!("  s3cmd:");
+    say!("    s3cmd --access_key={ACCESS_KEY} --secret_key={SECRET_KEY} --no-ssl \\");
+    say!(
         "      --host={ENDPOINT}:{0} --host-bucket=%(bucket)s.{ENDPOINT}:{0} ls s3://{BUCKET}",
         relay.port()
     );
-    println!("  rclone:");
-    println!("    rclone lsf :s3,provider=Other,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint=http://{ENDPOINT}:{},force_path_style=false:{BUCKET}", relay.port());
-    println!("Without hosts entries, path style works too: --endpoint-url http://{relay} (store direct: http://{store}).");
+    say!("  rclone:");
+    say!("    rclone lsf :s3,provider=Other,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint=http://{ENDPOINT}:{},force_path_style=false:{BUCKET}", relay.port());
+    say!("Without hosts entries, path style works too: --endpoint-url http://{relay} (store direct: http://{store}).");
 }

@@ -269,7 +269,7 @@ fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathB
         }
     };
     if check {
-        println!("ok");
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), b"ok\n");
         return ExitCode::SUCCESS;
     }
     if let Some(f) = format {

@@ -36,7 +36,11 @@ pub fn run(words: &[String], print_toml: bool, stop: impl std::future::Future<Ou
         }
     };
     if print_toml {
-        print!("{}", super::toml_out::render(&cmd, &config));
+        // A closed stdout (`| head`) is not an error worth a panic.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stdout(),
+            super::toml_out::render(&cmd, &config).as_bytes(),
+        );
         return 0;
     }
     let log_file = config.log.file.as_deref();
