@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ossrelay::config::{Config, ConfigError, LogFormat};
+use ossrelay::config::{Config, LogFormat};
 use ossrelay::Error;
 
 const RUN_EXAMPLES: &str = "\
@@ -263,9 +263,8 @@ fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathB
         Ok(c) => c,
         Err(e) => {
             eprintln!("ossrelay: {e}");
-            return ExitCode::from(match e {
-                ConfigError::Read { .. } | ConfigError::Invalid { .. } => 2,
-            });
+            // Unreadable or invalid, the config is the user's to fix.
+            return ExitCode::from(2);
         }
     };
     if check {

@@ -43,6 +43,20 @@ pub async fn lookup(resolver: &dyn Resolve, host: &str, port: u16) -> io::Result
         .collect())
 }
 
+/// [`lookup`] bounded by `timeout`, with errors as text for logs.
+pub async fn lookup_within(
+    resolver: &dyn Resolve,
+    host: &str,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<Vec<SocketAddr>, String> {
+    match tokio::time::timeout(timeout, lookup(resolver, host, port)).await {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(format!("resolve: {e}")),
+        Err(_) => Err(format!("resolve {host}: timed out after {timeout:?}")),
+    }
+}
+
 /// The system's resolver configuration (/etc/resolv.conf and /etc/hosts).
 pub struct SystemResolver {
     inner: Option<TokioResolver>,

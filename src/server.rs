@@ -151,7 +151,8 @@ fn show(actual: io::Result<SocketAddr>, configured: SocketAddr) -> SocketAddr {
     actual.unwrap_or(configured)
 }
 
-fn explain(e: &io::Error) -> String {
+/// A listen error in words, shared with `ossrelay store`.
+pub(crate) fn explain(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::AddrInUse => "address already in use".into(),
         io::ErrorKind::PermissionDenied => {

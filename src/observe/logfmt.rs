@@ -141,17 +141,7 @@ where
                     if *name == "event" {
                         continue;
                     }
-                    write!(writer, " {name}=")?;
-                    match value {
-                        Value::Str(s) if s.is_empty() || s.contains(' ') => {
-                            write!(writer, "{s:?}")?
-                        }
-                        Value::Str(s) => writer.write_str(s)?,
-                        Value::Int(i) => write!(writer, "{i}")?,
-                        Value::Uint(u) => write!(writer, "{u}")?,
-                        Value::Float(f) => write!(writer, "{f:.3}")?,
-                        Value::Bool(b) => write!(writer, "{b}")?,
-                    }
+                    write!(writer, " {name}={}", value.text())?;
                 }
                 writeln!(writer)
             }

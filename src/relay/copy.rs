@@ -50,12 +50,14 @@ impl Meter {
         self.start.elapsed()
     }
 
-    fn touch(&self) {
+    /// Records activity now (restarts the idle clock).
+    pub fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn last_activity(&self) -> Instant {
+    /// When bytes last moved (or the meter started).
+    pub fn last_activity(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }

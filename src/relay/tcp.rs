@@ -17,7 +17,7 @@ use super::proxy;
 use crate::acl::{canonical, Action};
 use crate::config::{Backup, Keepalive, Protocol, RelayConfig, Upstream};
 use crate::observe::access::{AccessRecord, CloseReason};
-use crate::resolve::{lookup, Resolve};
+use crate::resolve::{lookup_within, Resolve};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A bound TCP relay, ready to serve.
@@ -380,24 +380,7 @@ async fn connect_one(
     target: &Upstream,
     resolver: &dyn Resolve,
 ) -> Result<(TcpStream, SocketAddr), String> {
-    let addrs = match target.literal() {
-        Some(addr) => vec![addr],
-        None => match tokio::time::timeout(
-            cfg.connect_timeout,
-            lookup(resolver, &target.host, target.port),
-        )
-        .await
-        {
-            Ok(Ok(addrs)) => addrs,
-            Ok(Err(e)) => return Err(format!("resolve: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "resolve {}: timed out after {:?}",
-                    target.host, cfg.connect_timeout
-                ))
-            }
-        },
-    };
+    let addrs = lookup_within(resolver, &target.host, target.port, cfg.connect_timeout).await?;
     let addrs: Vec<SocketAddr> = addrs
         .into_iter()
         .filter(|a| !cfg.upstream_v6 || a.is_ipv6())

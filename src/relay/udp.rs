@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,10 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::copy::Meter;
 use crate::acl::{canonical, Action};
 use crate::config::{Protocol, RelayConfig};
 use crate::observe::access::{AccessRecord, CloseReason};
-use crate::resolve::{lookup, Resolve};
+use crate::resolve::{lookup_within, Resolve};
 
 /// Largest UDP payload over IPv4, plus slack so truncation is detectable.
 const DATAGRAM_BUF: usize = 65_536;
@@ -37,26 +38,9 @@ pub struct UdpRelay {
     id: i32,
 }
 
-struct SessionState {
-    start: Instant,
-    last_ms: AtomicU64,
-    from_client: AtomicU64,
-    to_client: AtomicU64,
-}
-
-impl SessionState {
-    fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
 struct Session {
     upstream: Arc<UdpSocket>,
-    state: Arc<SessionState>,
+    state: Arc<Meter>,
     generation: u64,
     evict: CancellationToken,
 }
@@ -154,8 +138,9 @@ impl UdpRelay {
         stop: &CancellationToken,
         force: &CancellationToken,
         tracker: &TaskTracker,
-    ) -> Option<(Arc<UdpSocket>, Arc<SessionState>)> {
-        let started = Instant::now();
+    ) -> Option<(Arc<UdpSocket>, Arc<Meter>)> {
+        // Counts from the first datagram, so a failed set-up has a duration too.
+        let meter = Meter::new();
         let upstream = match self.connect_upstream().await {
             Ok(pair) => pair,
             Err(why) => {
@@ -165,7 +150,7 @@ impl UdpRelay {
                     None,
                     0,
                     0,
-                    started.elapsed(),
+                    meter.elapsed(),
                     CloseReason::ConnectFailed,
                 );
                 return None;
@@ -173,19 +158,14 @@ impl UdpRelay {
         };
         let (socket, addr) = upstream;
         let socket = Arc::new(socket);
-        let state = Arc::new(SessionState {
-            start: started,
-            last_ms: AtomicU64::new(0),
-            from_client: AtomicU64::new(0),
-            to_client: AtomicU64::new(0),
-        });
+        let state = Arc::new(meter);
         let evict = CancellationToken::new();
         {
             let mut map = lock(sessions);
             if map.len() >= self.cfg.max_sessions {
                 let oldest = map
                     .iter()
-                    .min_by_key(|(_, s)| s.state.last())
+                    .min_by_key(|(_, s)| s.state.last_activity())
                     .map(|(a, _)| *a);
                 if let Some(old) = oldest.and_then(|a| map.remove(&a)) {
                     old.evict.cancel();
@@ -219,23 +199,14 @@ impl UdpRelay {
     }
 
     async fn connect_upstream(&self) -> Result<(UdpSocket, SocketAddr), String> {
-        let addrs = match self.cfg.upstream.literal() {
-            Some(a) => vec![a],
-            None => match tokio::time::timeout(
-                self.cfg.connect_timeout,
-                lookup(
-                    self.resolver.as_ref(),
-                    &self.cfg.upstream.host,
-                    self.cfg.upstream.port,
-                ),
-            )
-            .await
-            {
-                Ok(Ok(a)) => a,
-                Ok(Err(e)) => return Err(format!("resolve: {e}")),
-                Err(_) => return Err("resolve: timed out".into()),
-            },
-        };
+        let up = &self.cfg.upstream;
+        let addrs = lookup_within(
+            self.resolver.as_ref(),
+            &up.host,
+            up.port,
+            self.cfg.connect_timeout,
+        )
+        .await?;
         let mut errors = Vec::new();
         for addr in addrs {
             let local: SocketAddr = match addr {
@@ -293,7 +264,7 @@ struct SessionTask {
     upstream: Arc<UdpSocket>,
     upstream_addr: SocketAddr,
     peer: SocketAddr,
-    state: Arc<SessionState>,
+    state: Arc<Meter>,
     generation: u64,
     sessions: Sessions,
 }
@@ -313,7 +284,7 @@ impl SessionTask {
             } else {
                 self.cfg.idle_timeout
             };
-            let deadline = self.state.last() + idle;
+            let deadline = self.state.last_activity() + idle;
             tokio::select! {
                 r = self.upstream.readable() => {
                     if r.is_err() { break CloseReason::Reset; }
@@ -333,7 +304,7 @@ impl SessionTask {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    if self.state.last() + idle <= Instant::now() {
+                    if self.state.last_activity() + idle <= Instant::now() {
                         break CloseReason::IdleTimeout;
                     }
                 }
@@ -360,7 +331,7 @@ impl SessionTask {
             upstream: Some(self.upstream_addr),
             bytes_from_client: self.state.from_client.load(Ordering::Relaxed),
             bytes_to_client: self.state.to_client.load(Ordering::Relaxed),
-            duration: self.state.start.elapsed(),
+            duration: self.state.elapsed(),
             reason,
         }
         .emit();

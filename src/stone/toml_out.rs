@@ -71,11 +71,7 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
             LogFormat::Text => "text",
         }
     );
-    let level = match cmd.debug {
-        0 | 1 => "info",
-        2 => "info",
-        _ => "debug",
-    };
+    let level = if cmd.debug >= 3 { "debug" } else { "info" };
     let _ = writeln!(out, "level = \"{level}\"");
     if let Some(f) = &cfg.log.file {
         let _ = writeln!(out, "file = {}", quote(&f.display().to_string()));

@@ -235,12 +235,10 @@ impl Store {
 /// Binds `listen`; errors name the address.
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener, io::Error> {
     TcpListener::bind(listen).await.map_err(|e| {
-        let reason = match e.kind() {
-            io::ErrorKind::AddrInUse => "address already in use".to_string(),
-            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        io::Error::new(e.kind(), format!("cannot listen on {listen}: {reason}"))
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {listen}: {}", crate::server::explain(&e)),
+        )
     })
 }
 
