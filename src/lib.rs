@@ -19,6 +19,7 @@ pub mod server;
 pub mod stone;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

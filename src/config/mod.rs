@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod raw;
+mod tls;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -242,6 +243,10 @@ pub struct RelayConfig {
     /// Act as an HTTP proxy (CONNECT and absolute-form) limited to these
     /// destinations, instead of forwarding to `upstream`.
     pub proxy: Option<crate::relay::proxy::DestPolicy>,
+    /// Terminate TLS from clients.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// Speak TLS to the upstream.
+    pub upstream_tls: Option<crate::tls::ClientTls>,
 }
 
 impl RelayConfig {
@@ -282,6 +287,8 @@ impl RelayConfig {
             dump: 0,
             health: None,
             proxy: None,
+            tls: None,
+            upstream_tls: None,
         }
     }
 
@@ -688,6 +695,25 @@ impl Validator<'_> {
             Some(n) => n.get_ref().clone(),
             None => format!("relay{i}"),
         };
+        let tls = r.tls.as_ref().and_then(|t| {
+            tls::server(t.get_ref())
+                .map_err(|e| self.problem(&key("tls"), t, e))
+                .ok()
+        });
+        let upstream_tls = r.upstream_tls.as_ref().and_then(|t| {
+            tls::upstream(t.get_ref())
+                .map_err(|e| self.problem(&key("upstream_tls"), t, e))
+                .ok()
+        });
+        if protocol == Protocol::Udp && (r.tls.is_some() || r.upstream_tls.is_some()) {
+            self.missing(&key("tls"), "TLS applies to tcp relays only");
+        }
+        if is_proxy && (r.tls.is_some() || r.upstream_tls.is_some()) {
+            self.missing(
+                &key("tls"),
+                "TLS is not available on proxy and health relays yet",
+            );
+        }
         if self.problems.len() != before {
             return None;
         }
@@ -714,6 +740,8 @@ impl Validator<'_> {
             dump: 0,
             health: is_health.then(HealthPort::default),
             proxy,
+            tls,
+            upstream_tls,
         })
     }
 

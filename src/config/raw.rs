@@ -86,6 +86,49 @@ pub struct RawRelay {
     pub backup_check_interval: Option<Spanned<String>>,
     /// `protocol = "proxy"`: allowed destinations, `"<cidr> <ports>"`.
     pub proxy_allow: Option<Vec<Spanned<String>>>,
+    /// Terminate TLS from clients on this listener.
+    pub tls: Option<Spanned<RawTls>>,
+    /// Speak TLS to the upstream.
+    pub upstream_tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `tls = { cert = "...", key = "...", client_ca = "...", client_auth = "required" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// CA file or directory for client certificates (mTLS).
+    pub client_ca: Option<String>,
+    /// `none`, `optional` or `required` (default: `required` with a client_ca).
+    pub client_auth: Option<String>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// Colon-separated cipher suites (OpenSSL or IANA names).
+    pub ciphers: Option<String>,
+}
+
+/// `upstream_tls = { server_name = "...", ca = "...", insecure = false }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// Name to verify and send as SNI (default: the upstream host).
+    pub server_name: Option<String>,
+    /// CA file or directory (default: the system store).
+    pub ca: Option<String>,
+    /// Accept any certificate. Logged as a warning.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Client certificate for mTLS to the upstream.
+    pub cert: Option<String>,
+    /// Its key (default: the cert file).
+    pub key: Option<String>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// Colon-separated cipher suites.
+    pub ciphers: Option<String>,
 }
 
 /// `keepalive = { time = "60s", interval = "10s", retries = 3 }`

@@ -31,6 +31,8 @@ pub enum CloseReason {
     BadRequest,
     /// Proxy: the destination is not in the allowed list.
     RefusedDestination,
+    /// A TLS handshake (with the client or the upstream) failed.
+    TlsFailed,
 }
 
 impl CloseReason {
@@ -47,6 +49,7 @@ impl CloseReason {
             CloseReason::Evicted => "evicted",
             CloseReason::BadRequest => "bad-request",
             CloseReason::RefusedDestination => "refused-destination",
+            CloseReason::TlsFailed => "tls-failed",
         }
     }
 }

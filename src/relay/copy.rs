@@ -108,6 +108,19 @@ pub async fn relay(
     };
     let up = pump(client, upstream, &meter.from_client, meter, dump_up);
     let down = pump(upstream, client, &meter.to_client, meter, dump_down);
+    drive(up, down, idle, force, meter).await
+}
+
+/// Runs the two directions of a pair to completion, watching the idle
+/// clock and the forced-stop token; shared by the splice path and the
+/// stream path (TLS and rewriting stones).
+pub(super) async fn drive(
+    up: impl std::future::Future<Output = io::Result<()>>,
+    down: impl std::future::Future<Output = io::Result<()>>,
+    idle: Duration,
+    force: &CancellationToken,
+    meter: &Meter,
+) -> Outcome {
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     loop {

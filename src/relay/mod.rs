@@ -7,5 +7,7 @@ pub mod health;
 pub mod proxy;
 #[cfg(target_os = "linux")]
 pub mod splice;
+pub mod stream;
 pub mod tcp;
 pub mod udp;
+mod wrapped;

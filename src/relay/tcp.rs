@@ -31,10 +31,10 @@ pub struct TcpRelay {
 }
 
 /// What every connection task of one relay shares.
-struct Shared {
-    cfg: Arc<RelayConfig>,
+pub(super) struct Shared {
+    pub(super) cfg: Arc<RelayConfig>,
     resolver: Arc<dyn Resolve>,
-    id: i32,
+    pub(super) id: i32,
     /// Next group member to start from.
     rotation: AtomicUsize,
     /// The primary failed its last health check (only with a backup).
@@ -51,6 +51,9 @@ impl TcpRelay {
         resolver: Arc<dyn Resolve>,
     ) -> io::Result<TcpRelay> {
         let id = listener.as_raw_fd();
+        if cfg.upstream_tls.as_ref().is_some_and(|t| t.spec.insecure) {
+            tracing::warn!(relay = %cfg.name, "stone {id}: upstream TLS certificates are NOT verified (insecure = true / -q verify,none)");
+        }
         let limit = Arc::new(Semaphore::new(cfg.max_connections));
         let accounting = match &cfg.accounting {
             None => None,
@@ -220,9 +223,13 @@ async fn handle(
         record.emit();
         return;
     }
+    if cfg.tls.is_some() || cfg.upstream_tls.is_some() {
+        super::wrapped::handle(shared, client, peer, &meter, record, force).await;
+        return;
+    }
     let connected = match &cfg.proxy {
         None => tokio::select! {
-            r = connect(shared) => r.map_err(|why| {
+            r = connect(shared) => r.map(|(s, a, _)| (s, a)).map_err(|why| {
                 tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect failed: {why}", shared.id);
                 CloseReason::ConnectFailed
             }),
@@ -352,7 +359,7 @@ async fn proxy_connect(
 /// Picks the destinations for one connection: the backup while the
 /// primary is down, else the group in rotation, else the upstream; then
 /// tries each (every resolved address of each) in turn.
-async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), String> {
+pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr, String), String> {
     let cfg = &shared.cfg;
     let mut targets: Vec<&Upstream> = Vec::new();
     match &cfg.backup {
@@ -366,7 +373,7 @@ async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr), String> {
     let mut errors = Vec::new();
     for t in targets {
         match connect_one(cfg, t, shared.resolver.as_ref()).await {
-            Ok(pair) => return Ok(pair),
+            Ok((stream, addr)) => return Ok((stream, addr, t.host.clone())),
             Err(e) => errors.push(e),
         }
     }
@@ -446,7 +453,7 @@ async fn monitor(shared: Arc<Shared>, backup: Backup, stop: CancellationToken) {
     }
 }
 
-fn set_options(stream: &TcpStream, cfg: &RelayConfig) {
+pub(super) fn set_options(stream: &TcpStream, cfg: &RelayConfig) {
     // Urgent (MSG_OOB) data would stop splice at the urgent mark and stall
     // the direction; inline it so it is relayed as ordinary bytes.
     let _ = socket2::SockRef::from(stream).set_out_of_band_inline(true);

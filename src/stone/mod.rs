@@ -84,7 +84,6 @@ pub struct StoneCommand {
 fn refused_option(opt: char) -> Option<&'static str> {
     Some(match opt {
         's' => "send/expect health-check scripts are not implemented; -b checks that the master accepts a TCP connection",
-        'q' | 'z' => "TLS options are not implemented yet; terminate TLS elsewhere or relay it as plain TCP",
         'M' => "Windows service installation (-M) does not exist on this platform",
         _ => return None,
     })
@@ -205,6 +204,10 @@ struct PerStone {
     source: Option<SocketAddr>,
     /// `-x` rules, captured by `proxy` stones defined after them.
     proxy_rules: Vec<crate::relay::proxy::DestRule>,
+    /// `-q` words in force (TLS to destinations).
+    ssl_client: Vec<String>,
+    /// `-z` words in force (TLS from clients).
+    ssl_server: Vec<String>,
 }
 
 fn stone_list(
@@ -242,6 +245,21 @@ fn stone_list(
         stone.source = per.source;
         if let Some(p) = stone.proxy.as_mut() {
             p.rules = per.proxy_rules.clone();
+        }
+        let what = |e: String| {
+            format!(
+                "<stone> #{} ({}): {e}",
+                out.len() + 1,
+                stone.words.join(" ")
+            )
+        };
+        if stone.listen.ssl {
+            stone.tls_server =
+                Some(crate::tls::stone_opts::server_spec(&per.ssl_server).map_err(what)?);
+        }
+        if stone.target.ssl {
+            stone.tls_client =
+                Some(crate::tls::stone_opts::client_spec(&per.ssl_client).map_err(what)?);
         }
         out.push(stone);
         i = end;
@@ -441,6 +459,20 @@ fn option_group(
                     });
                 }
             }
+            'q' | 'z' => {
+                use crate::tls::stone_opts::{check, Side};
+                let (side, words) = if c == 'q' {
+                    (Side::Client, &mut per.ssl_client)
+                } else {
+                    (Side::Server, &mut per.ssl_server)
+                };
+                let word = take(c)?;
+                if check(side, &word)? {
+                    words.clear();
+                } else {
+                    words.push(word);
+                }
+            }
             'o' => cmd.uid = Some(id_number(&opt, Some(&take(c)?))?),
             'g' => cmd.gid = Some(id_number(&opt, Some(&take(c)?))?),
             't' => cmd.chroot = Some(PathBuf::from(take(c)?)),
@@ -528,6 +560,7 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
             port: 0,
             udp: false,
             v6: false,
+            ssl: false,
         },
         listen,
         acl,
@@ -537,6 +570,8 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
         source: None,
         proxy,
         health: kind == "health",
+        tls_server: None,
+        tls_client: None,
     })
 }
 
@@ -579,6 +614,9 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
             if target.udp { "UDP" } else { "TCP" }
         )));
     }
+    if listen.udp && (listen.ssl || target.ssl) {
+        return Err(what("/ssl applies to TCP stones only".into()));
+    }
     Ok(Stone {
         target,
         listen,
@@ -589,6 +627,8 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         source: None,
         proxy: None,
         health: false,
+        tls_server: None,
+        tls_client: None,
     })
 }
 
@@ -638,6 +678,24 @@ impl StoneCommand {
                 });
             }
             r.accounting = self.accounting.clone();
+            let what = |e: String| format!("<stone> #{} ({}): {e}", i + 1, s.words.join(" "));
+            if s.listen.ssl && (s.proxy.is_some() || s.health) {
+                return Err(what(
+                    "/ssl on proxy and health stones is not implemented".into(),
+                ));
+            }
+            if let Some(spec) = &s.tls_server {
+                r.tls = Some(
+                    crate::tls::ServerTls::build(spec.clone())
+                        .map_err(|e| what(format!("-z: {e}")))?,
+                );
+            }
+            if let Some(spec) = &s.tls_client {
+                r.upstream_tls = Some(
+                    crate::tls::ClientTls::build(spec.clone())
+                        .map_err(|e| what(format!("-q: {e}")))?,
+                );
+            }
             let dest = s.words[0].split('/').next().unwrap_or(&s.words[0]);
             if let Some((_, group)) = self.groups.iter().rev().find(|(k, _)| k == dest) {
                 r.group = group.clone();

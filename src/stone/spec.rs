@@ -16,6 +16,8 @@ pub struct Target {
     pub udp: bool,
     /// `/v6`: resolve and connect over IPv6.
     pub v6: bool,
+    /// `/ssl`: speak TLS to the destination (`-q` options).
+    pub ssl: bool,
 }
 
 /// The listening side, `[[<host>][%<intf>]:]<port>[/<ext>,...]`.
@@ -33,6 +35,8 @@ pub struct Listen {
     pub v6: bool,
     /// `/v6only`
     pub v6only: bool,
+    /// `/ssl`: clients speak TLS (`-z` options).
+    pub ssl: bool,
 }
 
 /// A parsed `<stone>`.
@@ -56,15 +60,16 @@ pub struct Stone {
     pub health: bool,
     /// For `proxy` stones: the `-x` destination rules in force.
     pub proxy: Option<crate::relay::proxy::DestPolicy>,
+    /// `/ssl` on the sport: the `-z` options in force.
+    pub tls_server: Option<crate::tls::ServerTlsSpec>,
+    /// `/ssl` on the destination: the `-q` options in force.
+    pub tls_client: Option<crate::tls::ClientTlsSpec>,
 }
 
 /// Extensions that stone has and ossrelay does not (yet) implement. Each
 /// is refused with this explanation rather than ignored.
 fn unsupported_ext(ext: &str, side: &str) -> Option<String> {
     let why = match ext {
-        "ssl" => {
-            "TLS on stone lines is not implemented yet; terminate TLS elsewhere or use plain TCP"
-        }
         "base" => "MIME base64 encoding of the stream is not implemented",
         "block" => "the blocking I/O mode is not implemented (ossrelay is always non-blocking)",
         "nobackup" => "-b backup hosts are not implemented, so /nobackup has nothing to disable",
@@ -111,12 +116,14 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         port: 0,
         udp: false,
         v6: false,
+        ssl: false,
     };
     for ext in exts {
         match ext {
             "tcp" => t.udp = false,
             "udp" => t.udp = true,
             "v6" => t.v6 = true,
+            "ssl" => t.ssl = true,
             other => {
                 return Err(unsupported_ext(other, "port")
                     .unwrap_or_else(|| format!("{text:?}: unknown port extension /{other}")))
@@ -144,6 +151,7 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
         udp: false,
         v6: false,
         v6only: false,
+        ssl: false,
     };
     for ext in exts {
         match ext {
@@ -154,6 +162,7 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
                 l.v6 = true;
                 l.v6only = true;
             }
+            "ssl" => l.ssl = true,
             other => {
                 return Err(unsupported_ext(other, "sport")
                     .unwrap_or_else(|| format!("{text:?}: unknown sport extension /{other}")))

@@ -3,6 +3,7 @@
 
 mod cli;
 mod helpers;
+mod pki;
 mod stone_diff;
 #[cfg(feature = "store")]
 mod store;

@@ -1,0 +1,64 @@
+//! The byte-stream path for pairs that cannot use splice: a TLS side, or a
+//! stone that rewrites the stream (`/http`, `/proxy`). Each direction reads
+//! into a buffer and writes it out; end-of-stream becomes a shutdown of the
+//! other side's write half (a TLS close_notify, then FIN), so half-close
+//! still passes through.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::copy::{drive, Meter, Outcome};
+
+/// A TCP or TLS stream, boxed so one code path serves every combination.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A boxed [`Stream`].
+pub type Io = Box<dyn Stream>;
+
+/// Stream buffer per direction; TLS records are at most 16 KiB.
+const BUF_SIZE: usize = 16 * 1024;
+
+/// Relays between `client` and `upstream` until both directions end, one
+/// fails, the pair is idle for `idle`, or `force` is cancelled.
+pub async fn relay(
+    client: Io,
+    upstream: Io,
+    idle: Duration,
+    force: &CancellationToken,
+    meter: &Meter,
+) -> Outcome {
+    meter.touch();
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let up = pump(&mut cr, &mut uw, &meter.from_client, meter);
+    let down = pump(&mut ur, &mut cw, &meter.to_client, meter);
+    drive(up, down, idle, force, meter).await
+}
+
+async fn pump<R, W>(src: &mut R, dst: &mut W, count: &AtomicU64, meter: &Meter) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = match src.read(&mut buf).await {
+            Ok(0) => return dst.shutdown().await,
+            Ok(n) => n,
+            // A peer that closes without TLS close_notify still ends its
+            // stream; stone and most servers do this, so it is not an error.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return dst.shutdown().await,
+            Err(e) => return Err(e),
+        };
+        meter.touch();
+        dst.write_all(&buf[..n]).await?;
+        dst.flush().await?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        meter.touch();
+    }
+}
