@@ -287,7 +287,8 @@ mod tests {
         let u = parse_target("10.0.0.1:53/udp").unwrap();
         assert!(u.udp);
         assert_eq!(parse_target("::1:80/v6").unwrap().host, "::1");
-        assert!(parse_target("h:80/ssl").unwrap_err().contains("/ssl"));
+        assert!(parse_target("h:80/ssl").unwrap().ssl);
+        assert!(parse_target("h:80/base").unwrap_err().contains("/base"));
         assert!(parse_target("h:80/bogus")
             .unwrap_err()
             .contains("unknown port extension"));
