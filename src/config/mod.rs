@@ -247,6 +247,12 @@ pub struct RelayConfig {
     pub tls: Option<crate::tls::ServerTls>,
     /// Speak TLS to the upstream.
     pub upstream_tls: Option<crate::tls::ClientTls>,
+    /// Connect to this unix-domain socket instead of `upstream`
+    /// (`upstream = "unix:/path"`, or a stone destination starting with `/`
+    /// or `./`).
+    pub upstream_unix: Option<PathBuf>,
+    /// stone's stream rewriting (`/http`, `/proxy`, `/mproxy`).
+    pub rewrite: Option<crate::relay::rewrite::Rewrite>,
 }
 
 impl RelayConfig {
@@ -257,6 +263,8 @@ impl RelayConfig {
             "health".to_string()
         } else if self.proxy.is_some() {
             "proxy".to_string()
+        } else if let Some(p) = &self.upstream_unix {
+            p.display().to_string()
         } else {
             self.upstream.to_string()
         }
@@ -289,6 +297,8 @@ impl RelayConfig {
             proxy: None,
             tls: None,
             upstream_tls: None,
+            upstream_unix: None,
+            rewrite: None,
         }
     }
 
@@ -566,6 +576,20 @@ impl Validator<'_> {
                 self.missing(&key("upstream"), "missing; e.g. upstream = \"host:80\"");
                 None
             }
+            Some(u) if u.get_ref().starts_with("unix:") => {
+                let path = &u.get_ref()["unix:".len()..];
+                if path.is_empty() || protocol != Protocol::Tcp {
+                    self.problem(
+                        &key("upstream"),
+                        u,
+                        "unix:<path> needs a path and protocol = \"tcp\"".into(),
+                    );
+                }
+                Some(Upstream {
+                    host: path.to_string(),
+                    port: 0,
+                })
+            }
             Some(u) => match Upstream::parse(u.get_ref()) {
                 Ok(u) => Some(u),
                 Err(e) => {
@@ -742,6 +766,12 @@ impl Validator<'_> {
             proxy,
             tls,
             upstream_tls,
+            upstream_unix: r
+                .upstream
+                .as_ref()
+                .and_then(|u| u.get_ref().strip_prefix("unix:"))
+                .map(PathBuf::from),
+            rewrite: None,
         })
     }
 

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod dump;
 pub mod health;
 pub mod proxy;
+pub mod rewrite;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod stream;

@@ -19,6 +19,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// A boxed [`Stream`].
 pub type Io = Box<dyn Stream>;
+/// One direction's source, possibly rewriting.
+pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
+/// One direction's sink.
+pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// Stream buffer per direction; TLS records are at most 16 KiB.
 const BUF_SIZE: usize = 16 * 1024;
@@ -32,9 +36,28 @@ pub async fn relay(
     force: &CancellationToken,
     meter: &Meter,
 ) -> Outcome {
+    let (cr, cw) = tokio::io::split(client);
+    let (ur, uw) = tokio::io::split(upstream);
+    relay_halves(
+        (Box::new(cr), Box::new(cw)),
+        (Box::new(ur), Box::new(uw)),
+        idle,
+        force,
+        meter,
+    )
+    .await
+}
+
+/// [`relay`] over halves the caller may have wrapped.
+pub async fn relay_halves(
+    client: (Reader, Writer),
+    upstream: (Reader, Writer),
+    idle: Duration,
+    force: &CancellationToken,
+    meter: &Meter,
+) -> Outcome {
     meter.touch();
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let ((mut cr, mut cw), (mut ur, mut uw)) = (client, upstream);
     let up = pump(&mut cr, &mut uw, &meter.from_client, meter);
     let down = pump(&mut ur, &mut cw, &meter.to_client, meter);
     drive(up, down, idle, force, meter).await

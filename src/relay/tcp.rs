@@ -223,7 +223,11 @@ async fn handle(
         record.emit();
         return;
     }
-    if cfg.tls.is_some() || cfg.upstream_tls.is_some() {
+    if cfg.tls.is_some()
+        || cfg.upstream_tls.is_some()
+        || cfg.upstream_unix.is_some()
+        || cfg.rewrite.is_some()
+    {
         super::wrapped::handle(shared, client, peer, &meter, record, force).await;
         return;
     }

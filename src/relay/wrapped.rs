@@ -1,4 +1,5 @@
-//! TCP pairs with TLS on either side: handshake with the client first (a
+//! TCP pairs that cannot be spliced socket to socket: TLS on either side,
+//! or a unix-domain destination. Handshake with the client first (a
 //! client that fails it never costs an upstream connection), then connect
 //! and handshake with the upstream, then relay the decrypted streams.
 
@@ -10,13 +11,21 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::copy::Meter;
-use super::stream::{self, Io};
+use super::rewrite::{HeadEnd, InsertHeader, NotifyWrite, SkipHead};
+use super::stream::{self, Io, Reader, Writer};
 use super::tcp::{connect, Shared};
 use crate::observe::access::{AccessRecord, CloseReason};
 
-/// How long a client may take over its TLS handshake.
+/// How long a client may take over its TLS handshake or `/http` head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest `/http` request head accepted from a client.
+const MAX_HEAD: usize = 64 * 1024;
 
 pub(super) async fn handle(
     shared: &Shared,
@@ -49,7 +58,11 @@ async fn pair(
 ) -> Result<(), CloseReason> {
     let cfg = &shared.cfg;
     let (id, fd) = (shared.id, client.as_raw_fd());
-    let client: Io = match &cfg.tls {
+    let ends = Ends {
+        peer,
+        local: client.local_addr().ok(),
+    };
+    let mut client: Io = match &cfg.tls {
         None => Box::new(client),
         Some(tls) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(client)).await {
@@ -65,6 +78,48 @@ async fn pair(
             }
         }
     };
+    // `<sport>/http`: the client's request head is dropped before anything
+    // is relayed; what follows it goes upstream.
+    let early = match cfg.rewrite.as_ref().filter(|r| r.http_accept) {
+        None => Vec::new(),
+        Some(_) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, skip_request_head(&mut client)).await {
+                Ok(Ok(rest)) => rest,
+                Ok(Err(e)) => {
+                    tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: HTTP request head from {peer}: {e}");
+                    return Err(CloseReason::BadRequest);
+                }
+                Err(_) => {
+                    tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: no HTTP request head from {peer} in time");
+                    return Err(CloseReason::BadRequest);
+                }
+            }
+        }
+    };
+    let (client, ends) = (Accepted { io: client, early }, ends);
+    if let Some(path) = &cfg.upstream_unix {
+        let upstream = tokio::time::timeout(
+            cfg.connect_timeout,
+            tokio::net::UnixStream::connect(path),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .map_err(|e| {
+            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect to {} failed: {e}", path.display());
+            CloseReason::ConnectFailed
+        })?;
+        tracing::debug!(relay = %cfg.name, "{id} TCP {fd}: established to {} {}", upstream.as_raw_fd(), path.display());
+        return relay(
+            shared,
+            client,
+            ends,
+            Box::new(upstream),
+            meter,
+            record,
+            force,
+        )
+        .await;
+    }
     let (upstream, addr, host) = connect(shared).await.map_err(|why| {
         tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect failed: {why}");
         CloseReason::ConnectFailed
@@ -94,12 +149,87 @@ async fn pair(
             }
         }
     };
-    crate::observe::stats::pair_opened();
     tracing::debug!(relay = %cfg.name, "{id} TCP {fd}: established to {ufd} {addr}");
-    let outcome = stream::relay(client, upstream, cfg.idle_timeout, force, meter).await;
+    relay(shared, client, ends, upstream, meter, record, force).await
+}
+
+/// The client's address and the local address it reached, for `\a \A \d \D`.
+struct Ends {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
+/// The client stream, and bytes read past a `/http` request head.
+struct Accepted {
+    io: Io,
+    early: Vec<u8>,
+}
+
+/// Reads and drops the client's request head; returns what came after it.
+async fn skip_request_head(client: &mut Io) -> std::io::Result<Vec<u8>> {
+    let mut head = HeadEnd::default();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = 0usize;
+    loop {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(end) = head.feed(&buf[..n]) {
+            return Ok(buf[end..n].to_vec());
+        }
+        seen += n;
+        if seen > MAX_HEAD {
+            return Err(std::io::Error::other("request head over 64 KiB"));
+        }
+    }
+}
+
+async fn relay(
+    shared: &Shared,
+    client: Accepted,
+    ends: Ends,
+    upstream: Io,
+    meter: &Meter,
+    record: &mut AccessRecord<'_>,
+    force: &CancellationToken,
+) -> Result<(), CloseReason> {
+    let cfg = &shared.cfg;
+    let (cr, cw) = tokio::io::split(client.io);
+    let (ur, uw) = tokio::io::split(upstream);
+    let (mut cr, mut cw): (Reader, Writer) = (Box::new(cr), Box::new(cw));
+    let (mut ur, mut uw): (Reader, Writer) = (Box::new(ur), Box::new(uw));
+    if let Some(rw) = &cfg.rewrite {
+        let mut first = Vec::new();
+        if let Some(req) = &rw.http_request {
+            first = req.expand(ends.peer, ends.local);
+            first.extend_from_slice(b"\r\n\r\n");
+            ur = Box::new(SkipHead::new(ur));
+        }
+        if rw.http_accept {
+            let ok = cw.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
+            ok.and(cw.flush().await).map_err(|_| CloseReason::Reset)?;
+        }
+        first.extend_from_slice(&client.early);
+        meter
+            .from_client
+            .fetch_add(client.early.len() as u64, Ordering::Relaxed);
+        if !first.is_empty() {
+            uw.write_all(&first).await.map_err(|_| CloseReason::Reset)?;
+        }
+        if let Some(h) = &rw.header {
+            let flag = rw.header_every.then(|| Arc::new(AtomicBool::new(false)));
+            if let Some(f) = &flag {
+                cw = Box::new(NotifyWrite::new(cw, f.clone()));
+            }
+            cr = Box::new(InsertHeader::new(cr, h.expand(ends.peer, ends.local), flag));
+        }
+    }
+    crate::observe::stats::pair_opened();
+    let outcome = stream::relay_halves((cr, cw), (ur, uw), cfg.idle_timeout, force, meter).await;
     crate::observe::stats::pair_closed();
     if let Some(err) = &outcome.error {
-        tracing::debug!(relay = %cfg.name, "{id} TCP {fd}: {err}");
+        tracing::debug!(relay = %cfg.name, "{} TCP {}: {err}", shared.id, record.conn_id);
     }
     record.reason = outcome.reason;
     Ok(())

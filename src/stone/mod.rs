@@ -561,6 +561,9 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
             udp: false,
             v6: false,
             ssl: false,
+            unix: false,
+            http: false,
+            header_every: None,
         },
         listen,
         acl,
@@ -572,6 +575,7 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
         health: kind == "health",
         tls_server: None,
         tls_client: None,
+        rewrite: None,
     })
 }
 
@@ -591,22 +595,58 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         "identd" => return Err(what("the `identd` stone is not implemented yet".into())),
         _ => {}
     }
-    if first.starts_with('/') || first.starts_with('.') {
-        return Err(what(
-            "unix-domain socket paths are not implemented yet".into(),
-        ));
-    }
     if group.len() < 2 {
         return Err(what("expected <host>:<port> <sport> [<xhost>...]".into()));
     }
-    if group[1].starts_with('/') || group[1].starts_with('.') {
+    if group[1].starts_with('/') || group[1].starts_with("./") {
+        return Err(what(format!(
+            "{}: listening on a unix-domain socket is not implemented (unix-domain destinations are)",
+            group[1]
+        )));
+    }
+    let target = if first.starts_with('/') || first.starts_with("./") {
+        spec::parse_unix_target(first).map_err(what)?
+    } else {
+        spec::parse_target(first).map_err(what)?
+    };
+    let listen = spec::parse_listen(&group[1]).map_err(what)?;
+    // `/http`, `/proxy` and `/mproxy` destinations take one more word.
+    let takes_word = target.http || target.header_every.is_some();
+    let xhosts = if takes_word { 3 } else { 2 };
+    let word = match group.get(2) {
+        Some(w) if takes_word => Some(crate::relay::rewrite::Template::parse(w).map_err(what)?),
+        None if takes_word => {
+            return Err(what(format!(
+                "{first} needs a {} after the sport",
+                if target.http { "request" } else { "header" }
+            )))
+        }
+        _ => None,
+    };
+    let rewrite = (takes_word || listen.http).then(|| {
+        let mut r = crate::relay::rewrite::Rewrite {
+            http_accept: listen.http,
+            header_every: target.header_every == Some(true),
+            ..Default::default()
+        };
+        if target.http {
+            r.http_request = word.clone();
+        } else {
+            r.header = word.clone();
+        }
+        r
+    });
+    let (acl, acl_default) = spec::parse_xhosts(&group[xhosts.min(group.len())..]).map_err(what)?;
+    if (target.http || target.header_every.is_some() || listen.http) && (listen.udp || target.udp) {
         return Err(what(
-            "unix-domain socket paths are not implemented yet".into(),
+            "/http, /proxy and /mproxy apply to TCP stones only".into(),
         ));
     }
-    let target = spec::parse_target(first).map_err(what)?;
-    let listen = spec::parse_listen(&group[1]).map_err(what)?;
-    let (acl, acl_default) = spec::parse_xhosts(&group[2..]).map_err(what)?;
+    if target.http && target.header_every.is_some() {
+        return Err(what(
+            "/http and /proxy cannot be combined on one destination".into(),
+        ));
+    }
     if target.udp != listen.udp {
         return Err(what(format!(
             "relaying {} to {} is not supported; use /udp on both sides or neither",
@@ -629,6 +669,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         health: false,
         tls_server: None,
         tls_client: None,
+        rewrite,
     })
 }
 
@@ -669,6 +710,8 @@ impl StoneCommand {
             r.v6only = s.listen.v6only;
             r.proxy = s.proxy.clone();
             r.upstream_v6 = s.target.v6;
+            r.upstream_unix = s.target.unix.then(|| PathBuf::from(&s.target.host));
+            r.rewrite = s.rewrite.clone();
             r.source = s.source;
             r.dump = self.dump;
             if s.health {
@@ -825,14 +868,19 @@ mod tests {
             ("-b 5 h:80 h:81", "no <stone> given"),
             ("-b x h:80 h:81 h:80 80", "-b: \"x\" is not a valid number"),
             ("-B h:80 h:81 h:80", "must end with --"),
-            ("-q ssl3 h:80/ssl 80", "-q SSL option \"ssl3\": not supported"),
+            (
+                "-q ssl3 h:80/ssl 80",
+                "-q SSL option \"ssl3\": not supported",
+            ),
             ("-z bogus h:80 80/ssl", "unknown SSL option"),
             ("h:80 80/ssl", "needs a certificate"),
             ("-M install x h:80 80", "-M: not supported"),
             ("proxy/v6only 8080", "v4only/v6only"),
             ("-x 80 10.0.0.1 proxy 8080", "must end with --"),
             ("h:53/udp,ssl 53/udp", "TCP stones only"),
-            ("h:80 80/http", "/http"),
+            ("h:80/http 80", "needs a request"),
+            ("h:80/proxy 80", "needs a header"),
+            ("h:80/http 80 x\\U", "\\U"),
             ("h:53/udp 53", "use /udp on both sides"),
             ("-T x h:80 80", "-T: \"x\" is not a valid number"),
             ("-k h:80 80", "unknown option -k"),

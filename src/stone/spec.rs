@@ -18,6 +18,14 @@ pub struct Target {
     pub v6: bool,
     /// `/ssl`: speak TLS to the destination (`-q` options).
     pub ssl: bool,
+    /// `host` is the path of a unix-domain socket.
+    pub unix: bool,
+    /// `/http`: relay the stream over an HTTP request (the word after the
+    /// sport).
+    pub http: bool,
+    /// `/proxy` (false) or `/mproxy` (true): insert the word after the
+    /// sport as a header into requests.
+    pub header_every: Option<bool>,
 }
 
 /// The listening side, `[[<host>][%<intf>]:]<port>[/<ext>,...]`.
@@ -37,6 +45,8 @@ pub struct Listen {
     pub v6only: bool,
     /// `/ssl`: clients speak TLS (`-z` options).
     pub ssl: bool,
+    /// `/http`: clients send an HTTP request head first.
+    pub http: bool,
 }
 
 /// A parsed `<stone>`.
@@ -64,6 +74,8 @@ pub struct Stone {
     pub tls_server: Option<crate::tls::ServerTlsSpec>,
     /// `/ssl` on the destination: the `-q` options in force.
     pub tls_client: Option<crate::tls::ClientTlsSpec>,
+    /// `/http`, `/proxy`, `/mproxy`.
+    pub rewrite: Option<crate::relay::rewrite::Rewrite>,
 }
 
 /// Extensions that stone has and ossrelay does not (yet) implement. Each
@@ -73,12 +85,8 @@ fn unsupported_ext(ext: &str, side: &str) -> Option<String> {
         "base" => "MIME base64 encoding of the stream is not implemented",
         "block" => "the blocking I/O mode is not implemented (ossrelay is always non-blocking)",
         "nobackup" => "-b backup hosts are not implemented, so /nobackup has nothing to disable",
-        "http" => "HTTP framing of the stream (/http) is not implemented yet",
         "ident" => "ident (RFC 1413) lookups of clients are not implemented",
         "apop" => "APOP authentication rewriting is not implemented",
-        "proxy" | "mproxy" => {
-            "the /proxy and /mproxy header insertion forms are not implemented yet"
-        }
         _ => return None,
     };
     Some(format!("{side} extension /{ext}: {why}"))
@@ -117,6 +125,9 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         udp: false,
         v6: false,
         ssl: false,
+        unix: false,
+        http: false,
+        header_every: None,
     };
     for ext in exts {
         match ext {
@@ -124,6 +135,9 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
             "udp" => t.udp = true,
             "v6" => t.v6 = true,
             "ssl" => t.ssl = true,
+            "http" => t.http = true,
+            "proxy" => t.header_every = Some(false),
+            "mproxy" => t.header_every = Some(true),
             other => {
                 return Err(unsupported_ext(other, "port")
                     .unwrap_or_else(|| format!("{text:?}: unknown port extension /{other}")))
@@ -135,6 +149,35 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         return Err(format!("{text:?}: destination port 0 is not allowed"));
     }
     Ok(t)
+}
+
+/// Parses a unix-domain destination: a path starting with `/` or `./`,
+/// with the same extensions as `<host>:<port>`.
+pub fn parse_unix_target(text: &str) -> Result<Target, String> {
+    // The extensions follow the last '/', when every word there is one.
+    let (path, exts) = match text.rsplit_once('/') {
+        Some((p, e))
+            if !p.is_empty() && !e.is_empty() && e.split(',').all(|x| x == "ssl" || x == "tcp") =>
+        {
+            (p, e)
+        }
+        _ => (text, ""),
+    };
+    if path.ends_with('/') {
+        return Err(format!(
+            "{text:?}: a unix-domain socket path must name a file"
+        ));
+    }
+    Ok(Target {
+        host: path.to_string(),
+        port: 0,
+        udp: false,
+        v6: false,
+        ssl: exts.split(',').any(|x| x == "ssl"),
+        unix: true,
+        http: false,
+        header_every: None,
+    })
 }
 
 /// Parses `[[<host>][%<intf>]:]<port>[/<ext>,...]`.
@@ -152,6 +195,7 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
         v6: false,
         v6only: false,
         ssl: false,
+        http: false,
     };
     for ext in exts {
         match ext {
@@ -163,6 +207,7 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
                 l.v6only = true;
             }
             "ssl" => l.ssl = true,
+            "http" => l.http = true,
             other => {
                 return Err(unsupported_ext(other, "sport")
                     .unwrap_or_else(|| format!("{text:?}: unknown sport extension /{other}")))
@@ -288,6 +333,12 @@ mod tests {
         assert!(u.udp);
         assert_eq!(parse_target("::1:80/v6").unwrap().host, "::1");
         assert!(parse_target("h:80/ssl").unwrap().ssl);
+        let u = parse_unix_target("/run/app.sock/ssl").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.ssl, u.unix),
+            ("/run/app.sock", true, true)
+        );
+        assert_eq!(parse_unix_target("./a/b").unwrap().host, "./a/b");
         assert!(parse_target("h:80/base").unwrap_err().contains("/base"));
         assert!(parse_target("h:80/bogus")
             .unwrap_err()
@@ -308,7 +359,8 @@ mod tests {
         assert_eq!(l.interface.as_deref(), Some("lo"));
         let l = parse_listen("::1:80/v6only").unwrap();
         assert!(l.v6only && l.addr == Some("::1".parse().unwrap()));
-        assert!(parse_listen("80/http").unwrap_err().contains("/http"));
+        assert!(parse_listen("80/http").unwrap().http);
+        assert!(parse_listen("80/apop").unwrap_err().contains("/apop"));
     }
 
     #[test]

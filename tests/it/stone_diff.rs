@@ -36,6 +36,12 @@ enum Probe {
     /// A TLS client (trusting the test CA) sends a line, once with the
     /// client certificate and once without.
     TlsIn,
+    /// Two keep-alive HTTP requests through listen port #0 to a server that
+    /// answers with the head it received: was a header inserted into each?
+    Headers,
+    /// Connect to listen port #0 and report the first head-sized bytes
+    /// that arrive unprompted (a `/http` request echoed back).
+    Greeting,
 }
 
 /// How the two implementations are expected to compare.
@@ -274,13 +280,32 @@ fn cases() -> Vec<Case> {
             "-d -d health 127.0.0.1:{L}",
             Health,
         ),
-        Case {
-            name: "/http dest",
-            args: "-N 127.0.0.1:{UP}/http {L} GET\\ /\\ HTTP/1.0",
-            cfg: "",
-            probe: Exit,
-            expect: Expect::Differs("/http"),
-        },
+        // Both ends of stone's stream-over-HTTP in one process.
+        case(
+            "/http pair",
+            "127.0.0.1:{L2}/http {L} 'POST http://outer:8023 HTTP/1.0' -- 127.0.0.1:{LINE} {L2}/http",
+            Line,
+        ),
+        case(
+            "/http request with escapes",
+            "-n 127.0.0.1:{L2}/http {L} 'POST http://\\A/x\\ty HTTP/1.0\\r\\nX-From: \\a' -- 127.0.0.1:{LINE} {L2}/http",
+            Line,
+        ),
+        case(
+            "/http request bytes on the wire",
+            "-n 127.0.0.1:{HEADS}/http {L} 'POST http://outer/\\a/x\\ty\\\\z\\q HTTP/1.0\\r\\nX-A: b'",
+            Greeting,
+        ),
+        case(
+            "/proxy header into the first request",
+            "127.0.0.1:{HEADS}/proxy {L} 'X-Test: hello'",
+            Headers,
+        ),
+        case(
+            "/mproxy header into every request",
+            "127.0.0.1:{HEADS}/mproxy {L} 'X-Test: hello'",
+            Headers,
+        ),
         case(
             "-b with a live master",
             "-b 1 127.0.0.1:{UP} 127.0.0.1:{DEAD} 127.0.0.1:{UP} {L}",
@@ -544,6 +569,8 @@ const SOURCES: [Ipv4Addr; 3] = [
 
 struct Ports {
     up: u16,
+    /// HTTP/1.1 keep-alive: answers each request with its own head as the body.
+    heads: u16,
     /// Plain TCP: echoes one line, then closes.
     line: u16,
     /// TLS with a certificate from the test CA: echoes one line.
@@ -600,6 +627,7 @@ fn observe_once(
             .replace("{DEAD}", &ports.dead.to_string())
             .replace("{UP}", &ports.up.to_string())
             .replace("{LINE}", &ports.line.to_string())
+            .replace("{HEADS}", &ports.heads.to_string())
             .replace("{TLSUP}", &ports.tls_up.to_string())
             .replace("{ROGUEUP}", &ports.rogue_up.to_string())
             .replace("{CA}", &ports.pki.ca.display().to_string())
@@ -629,7 +657,7 @@ fn observe_once(
             let udp = matches!(probe, Probe::Udp);
             let deadline = Instant::now() + Duration::from_secs(10);
             let ports_up = |p| bound(p, udp);
-            while !(ports_up(l) && (!matches!(probe, Probe::TcpTwo) || ports_up(l2))) {
+            while !(ports_up(l) && (!c.args.contains("{L2}") || ports_up(l2))) {
                 if let Some(st) = run.child.try_wait().unwrap() {
                     let err = std::fs::read_to_string(&run.stderr_path).unwrap_or_default();
                     return (format!("exited early ({st})"), err);
@@ -717,6 +745,8 @@ fn observe_once(
                     let without = crate::pki::tls_echo(addr, &ports.pki.ca, None, msg.as_bytes());
                     format!("with-client-cert:{with} without:{without}")
                 }
+                Probe::Greeting => greeting(SocketAddr::from(([127, 0, 0, 1], l))),
+                Probe::Headers => headers_twice(SocketAddr::from(([127, 0, 0, 1], l))),
                 Probe::Exit => unreachable!(),
             }
         }
@@ -770,6 +800,99 @@ fn observe_once(
         outcome.push_str(if dumped { " dumped" } else { " not-dumped" });
     }
     (outcome, err)
+}
+
+/// Reads up to and including the blank line after a head.
+fn read_head(s: &mut impl Read) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+fn start_head_echo() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                while let Some(head) = read_head(&mut s) {
+                    let reply =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len());
+                    if s.write_all(reply.as_bytes())
+                        .and_then(|_| s.write_all(&head))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Sends two requests on one connection, each after the previous reply,
+/// and reports whether `X-Test: hello` arrived right after the request line.
+fn headers_twice(addr: SocketAddr) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return "connect-refused".into();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut out = Vec::new();
+    for path in ["/one", "/two"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+        if s.write_all(req.as_bytes()).is_err() {
+            out.push(format!("{path}:closed"));
+            break;
+        }
+        let Some(head) = read_head(&mut s) else {
+            out.push(format!("{path}:closed"));
+            break;
+        };
+        let len: usize = String::from_utf8_lossy(&head)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Content-Length: ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if s.read_exact(&mut body).is_err() {
+            out.push(format!("{path}:short"));
+            break;
+        }
+        let inserted = format!("GET {path} HTTP/1.1\r\nX-Test: hello\r\nHost: a\r\n\r\n");
+        out.push(if body == inserted.as_bytes() {
+            format!("{path}:inserted")
+        } else if body == req.as_bytes() {
+            format!("{path}:plain")
+        } else {
+            format!(
+                "{path}:other({})",
+                String::from_utf8_lossy(&body).escape_debug()
+            )
+        });
+    }
+    out.join(" ")
+}
+
+fn greeting(addr: SocketAddr) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return "connect-refused".into();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    match read_head(&mut s) {
+        Some(h) => String::from_utf8_lossy(&h).escape_debug().to_string(),
+        None => "nothing".into(),
+    }
 }
 
 /// Sends one line and reads one line back, without half-closing.
@@ -826,6 +949,7 @@ fn start_echo_servers(dir: &Path) -> Ports {
         .find_map(|p| TcpListener::bind(("0.0.0.0", p)).ok())
         .expect("a free port below 32768");
     let ports = Ports {
+        heads: start_head_echo(),
         line: line_port,
         tls_up: crate::pki::tls_echo_server(&pki.certkey),
         rogue_up: crate::pki::tls_echo_server(&pki.rogue_certkey),
@@ -988,6 +1112,38 @@ fn start_bound(
         }
     }
     panic!("{program} never bound a listen port");
+}
+
+/// Each end of a `/http` pair under one implementation, the other end
+/// under the other: the wire formats must match.
+#[test]
+fn http_pairs_interoperate_with_real_stone() {
+    let Some(stone) = stone_path() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install Debian's stone"
+        );
+        eprintln!("SKIPPED http_pairs_interoperate_with_real_stone: /usr/bin/stone not installed");
+        return;
+    };
+    let dir = TempDir::new("stone-http-pair");
+    let ports = start_echo_servers(&dir.0);
+    let ours = (bin(), &["stone"][..]);
+    let theirs = (stone, &[][..]);
+    for (outer, inner) in [(theirs, ours), (ours, theirs)] {
+        let (_o, l2) = start_bound(outer.0, outer.1, &dir.0, |l| {
+            format!("127.0.0.1:{} {l}/http", ports.line)
+        });
+        let (_i, l) = start_bound(inner.0, inner.1, &dir.0, |l| {
+            format!("127.0.0.1:{l2}/http {l} 'POST http://outer:{l2} HTTP/1.0'")
+        });
+        let got = line_echo(SocketAddr::from(([127, 0, 0, 1], l)), b"over http\n");
+        assert_eq!(
+            got, "echoed",
+            "client side {}, server side {}",
+            inner.0, outer.0
+        );
+    }
 }
 
 /// Matches `stone \d+: accepted TCP \d+ from <ip>:<port> mode=\d+` and
