@@ -867,6 +867,7 @@ impl Validator<'_> {
         DestPolicy {
             rules,
             last_match_wins: false,
+            only_v6: None,
         }
     }
 

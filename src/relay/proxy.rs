@@ -37,11 +37,17 @@ pub struct DestPolicy {
     /// stone's `-x`: only the last rule whose ports match decides. Otherwise
     /// (TOML `proxy_allow`) any rule covering the port may allow it.
     pub last_match_wins: bool,
+    /// stone's `proxy/v4only` (false) and `proxy/v6only` (true): only
+    /// destinations of that address family.
+    pub only_v6: Option<bool>,
 }
 
 impl DestPolicy {
     /// Whether `ip:port` may be reached.
     pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
+        if self.only_v6.is_some_and(|v6| v6 != ip.is_ipv6()) {
+            return false;
+        }
         if self.rules.is_empty() {
             return true;
         }
@@ -314,6 +320,7 @@ mod tests {
                 },
             ],
             last_match_wins: true,
+            only_v6: None,
         };
         assert!(p.allows("10.1.1.1".parse().unwrap(), 22));
         assert!(!p.allows("10.1.1.1".parse().unwrap(), 80));
@@ -329,5 +336,11 @@ mod tests {
             ..p
         };
         assert!(union.allows("10.1.1.1".parse().unwrap(), 80));
+        let v6 = DestPolicy {
+            only_v6: Some(true),
+            ..DestPolicy::default()
+        };
+        assert!(!v6.allows("10.1.1.1".parse().unwrap(), 80));
+        assert!(v6.allows("::1".parse().unwrap(), 80));
     }
 }

@@ -553,6 +553,7 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
     let proxy = (kind == "proxy").then(|| crate::relay::proxy::DestPolicy {
         rules: Vec::new(),
         last_match_wins: true,
+        only_v6: None,
     });
     Ok(Stone {
         target: spec::Target {
@@ -584,9 +585,16 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
     let what = |e: String| format!("<stone> #{n} ({}): {e}", group.join(" "));
     match first.split('/').next().unwrap_or(first) {
         "proxy" if first != "proxy" => {
-            return Err(what(format!(
-                "{first}: the v4only/v6only destination limits are not implemented yet"
-            )))
+            let only_v6 = match first {
+                "proxy/v4only" => false,
+                "proxy/v6only" => true,
+                _ => return Err(what(format!("{first}: expected proxy, proxy/v4only or proxy/v6only"))),
+            };
+            let mut s = service_stone("proxy", group).map_err(what)?;
+            if let Some(p) = s.proxy.as_mut() {
+                p.only_v6 = Some(only_v6);
+            }
+            return Ok(s);
         }
         "health" if first != "health" => {
             return Err(what(format!("{first}: the health port is TCP only")))
@@ -873,9 +881,8 @@ mod tests {
                 "-q SSL option \"ssl3\": not supported",
             ),
             ("-z bogus h:80 80/ssl", "unknown SSL option"),
-            ("h:80 80/ssl", "needs a certificate"),
             ("-M install x h:80 80", "-M: not supported"),
-            ("proxy/v6only 8080", "v4only/v6only"),
+            ("proxy/v5only 8080", "proxy/v4only or proxy/v6only"),
             ("-x 80 10.0.0.1 proxy 8080", "must end with --"),
             ("h:53/udp,ssl 53/udp", "TCP stones only"),
             ("h:80/http 80", "needs a request"),

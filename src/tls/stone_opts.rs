@@ -215,12 +215,30 @@ struct Files {
     server_name: Option<String>,
 }
 
+/// Where Debian's stone looks for its certificate and key when no `-z
+/// cert=` is given.
+pub const DEFAULT_CERTKEY: &str = "/usr/lib/ssl/certs/stone.pem";
+
 /// The `-z` words in force for a `<sport>/ssl` stone.
 pub fn server_spec(words: &[String]) -> Result<ServerTlsSpec, String> {
+    server_spec_with_default(words, std::path::Path::new(DEFAULT_CERTKEY))
+}
+
+fn server_spec_with_default(
+    words: &[String],
+    default: &std::path::Path,
+) -> Result<ServerTlsSpec, String> {
     let (suites, client_auth, _, f) = suites_and_files(Side::Server, words)?;
-    let cert = f.cert.ok_or(
-        "<sport>/ssl needs a certificate: give -z cert=FILE -z key=FILE or -z certkey=FILE before the stone",
-    )?;
+    let cert = match f.cert {
+        Some(c) => c,
+        None if default.is_file() => default.to_path_buf(),
+        None => {
+            return Err(format!(
+                "<sport>/ssl needs a certificate: give -z cert=FILE -z key=FILE or -z certkey=FILE before the stone (stone's default {} does not exist)",
+                default.display()
+            ))
+        }
+    };
     let key = f.key.unwrap_or_else(|| cert.clone());
     Ok(ServerTlsSpec {
         cert,
@@ -296,8 +314,10 @@ mod tests {
             .unwrap_err()
             .contains("unknown SSL option"));
         assert!(check(Side::Client, "default").unwrap());
-        assert!(server_spec(&w(&["verify"]))
-            .unwrap_err()
-            .contains("certificate"));
+        let missing = std::path::Path::new("/nonexistent/stone.pem");
+        let e = server_spec_with_default(&w(&["verify"]), missing).unwrap_err();
+        assert!(e.contains("needs a certificate") && e.contains("/nonexistent/stone.pem"), "{e}");
+        let here = std::env::current_exe().unwrap();
+        assert_eq!(server_spec_with_default(&[], &here).unwrap().cert, here);
     }
 }

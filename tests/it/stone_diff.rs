@@ -251,11 +251,11 @@ fn cases() -> Vec<Case> {
         },
         // stone finds out at the first client; ossrelay at start-up.
         Case {
-            name: "-N /ssl sport without a certificate",
-            args: "-N 127.0.0.1:{UP} {L}/ssl",
+            name: "-N /ssl sport with a missing certificate",
+            args: "-N -z certkey={DIR}/missing.pem 127.0.0.1:{UP} {L}/ssl",
             cfg: "",
             probe: Exit,
-            expect: Expect::Differs("needs a certificate"),
+            expect: Expect::Differs("missing.pem"),
         },
         case("proxy, no -x", "proxy {L}", Proxy),
         case("proxy with -x", "-x {LOW} 127.0.0.1 -- proxy {L}", Proxy),
@@ -274,6 +274,8 @@ fn cases() -> Vec<Case> {
             "-x 1-32767 127.0.0.0/31 -- proxy {L}",
             Proxy,
         ),
+        case("proxy/v4only", "proxy/v4only {L}", Proxy),
+        case("proxy/v6only", "proxy/v6only {L}", Proxy),
         case("health stone", "health {L}", Health),
         case(
             "health stone with -d -d",
