@@ -253,6 +253,9 @@ pub struct RelayConfig {
     pub upstream_unix: Option<PathBuf>,
     /// stone's stream rewriting (`/http`, `/proxy`, `/mproxy`).
     pub rewrite: Option<crate::relay::rewrite::Rewrite>,
+    /// Answer ident (RFC 1413) queries about this process's upstream
+    /// connections instead of relaying (stone's `identd` stone).
+    pub identd: bool,
 }
 
 impl RelayConfig {
@@ -261,6 +264,8 @@ impl RelayConfig {
     pub fn destination_label(&self) -> String {
         if self.health.is_some() {
             "health".to_string()
+        } else if self.identd {
+            "identd".to_string()
         } else if self.proxy.is_some() {
             "proxy".to_string()
         } else if let Some(p) = &self.upstream_unix {
@@ -299,6 +304,7 @@ impl RelayConfig {
             upstream_tls: None,
             upstream_unix: None,
             rewrite: None,
+            identd: false,
         }
     }
 
@@ -772,6 +778,7 @@ impl Validator<'_> {
                 .and_then(|u| u.get_ref().strip_prefix("unix:"))
                 .map(PathBuf::from),
             rewrite: None,
+            identd: false,
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod copy;
 pub mod dump;
 pub mod health;
+pub mod ident;
 pub mod proxy;
 pub mod rewrite;
 #[cfg(target_os = "linux")]

@@ -35,6 +35,8 @@ pub(super) struct Shared {
     pub(super) cfg: Arc<RelayConfig>,
     resolver: Arc<dyn Resolve>,
     pub(super) id: i32,
+    /// The port this relay listens on (for ident answers).
+    pub(super) listen_port: u16,
     /// Next group member to start from.
     rotation: AtomicUsize,
     /// The primary failed its last health check (only with a backup).
@@ -99,6 +101,7 @@ impl TcpRelay {
             cfg: self.cfg.clone(),
             resolver: self.resolver.clone(),
             id: self.id,
+            listen_port: self.local_addr().map(|a| a.port()).unwrap_or(0),
             rotation: AtomicUsize::new(0),
             master_down: AtomicBool::new(false),
             accounting: self.accounting.take().map(std::sync::Mutex::new),
@@ -223,6 +226,13 @@ async fn handle(
         record.emit();
         return;
     }
+    if cfg.identd {
+        super::ident::serve(client, peer.ip()).await;
+        record.reason = CloseReason::Eof;
+        record.duration = meter.elapsed();
+        record.emit();
+        return;
+    }
     if cfg.tls.is_some()
         || cfg.upstream_tls.is_some()
         || cfg.upstream_unix.is_some()
@@ -255,6 +265,7 @@ async fn handle(
         }
     };
     record.upstream = Some(addr);
+    let _ident = super::ident::register(&upstream, shared.listen_port);
     crate::observe::stats::pair_opened();
     set_options(&upstream, cfg);
     tracing::debug!(relay = %cfg.name, "{} TCP {fd}: established to {} {addr}", shared.id, upstream.as_raw_fd());

@@ -126,6 +126,7 @@ async fn pair(
     })?;
     record.upstream = Some(addr);
     super::tcp::set_options(&upstream, cfg);
+    let _ident = super::ident::register(&upstream, shared.listen_port);
     let ufd = upstream.as_raw_fd();
     let upstream: Io = match &cfg.upstream_tls {
         None => Box::new(upstream),

@@ -574,6 +574,7 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
         source: None,
         proxy,
         health: kind == "health",
+        identd: kind == "identd",
         tls_server: None,
         tls_client: None,
         rewrite: None,
@@ -588,7 +589,11 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
             let only_v6 = match first {
                 "proxy/v4only" => false,
                 "proxy/v6only" => true,
-                _ => return Err(what(format!("{first}: expected proxy, proxy/v4only or proxy/v6only"))),
+                _ => {
+                    return Err(what(format!(
+                        "{first}: expected proxy, proxy/v4only or proxy/v6only"
+                    )))
+                }
             };
             let mut s = service_stone("proxy", group).map_err(what)?;
             if let Some(p) = s.proxy.as_mut() {
@@ -600,7 +605,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
             return Err(what(format!("{first}: the health port is TCP only")))
         }
         "proxy" | "health" => return service_stone(first, group).map_err(what),
-        "identd" => return Err(what("the `identd` stone is not implemented yet".into())),
+        "identd" => return service_stone(first, group).map_err(what),
         _ => {}
     }
     if group.len() < 2 {
@@ -675,6 +680,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         source: None,
         proxy: None,
         health: false,
+        identd: false,
         tls_server: None,
         tls_client: None,
         rewrite,
@@ -720,6 +726,7 @@ impl StoneCommand {
             r.upstream_v6 = s.target.v6;
             r.upstream_unix = s.target.unix.then(|| PathBuf::from(&s.target.host));
             r.rewrite = s.rewrite.clone();
+            r.identd = s.identd;
             r.source = s.source;
             r.dump = self.dump;
             if s.health {
@@ -730,7 +737,7 @@ impl StoneCommand {
             }
             r.accounting = self.accounting.clone();
             let what = |e: String| format!("<stone> #{} ({}): {e}", i + 1, s.words.join(" "));
-            if s.listen.ssl && (s.proxy.is_some() || s.health) {
+            if s.listen.ssl && (s.proxy.is_some() || s.health || s.identd) {
                 return Err(what(
                     "/ssl on proxy and health stones is not implemented".into(),
                 ));

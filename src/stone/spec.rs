@@ -68,6 +68,8 @@ pub struct Stone {
     pub source: Option<std::net::SocketAddr>,
     /// A `health` stone.
     pub health: bool,
+    /// An `identd` stone.
+    pub identd: bool,
     /// For `proxy` stones: the `-x` destination rules in force.
     pub proxy: Option<crate::relay::proxy::DestPolicy>,
     /// `/ssl` on the sport: the `-z` options in force.

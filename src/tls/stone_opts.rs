@@ -316,7 +316,10 @@ mod tests {
         assert!(check(Side::Client, "default").unwrap());
         let missing = std::path::Path::new("/nonexistent/stone.pem");
         let e = server_spec_with_default(&w(&["verify"]), missing).unwrap_err();
-        assert!(e.contains("needs a certificate") && e.contains("/nonexistent/stone.pem"), "{e}");
+        assert!(
+            e.contains("needs a certificate") && e.contains("/nonexistent/stone.pem"),
+            "{e}"
+        );
         let here = std::env::current_exe().unwrap();
         assert_eq!(server_spec_with_default(&[], &here).unwrap().cert, here);
     }

@@ -42,6 +42,10 @@ enum Probe {
     /// Connect to listen port #0 and report the first head-sized bytes
     /// that arrive unprompted (a `/http` request echoed back).
     Greeting,
+    /// Connect through listen port #0 to a server that notes the relay's
+    /// ports, then ask the identd on port #1 about them (and about a pair
+    /// that is not a relay's, and in a malformed way).
+    Ident,
 }
 
 /// How the two implementations are expected to compare.
@@ -276,6 +280,11 @@ fn cases() -> Vec<Case> {
         ),
         case("proxy/v4only", "proxy/v4only {L}", Proxy),
         case("proxy/v6only", "proxy/v6only {L}", Proxy),
+        case(
+            "identd",
+            "127.0.0.1:{IDENTUP} {L} -- identd {L2}",
+            Ident,
+        ),
         case("health stone", "health {L}", Health),
         case(
             "health stone with -d -d",
@@ -571,6 +580,9 @@ const SOURCES: [Ipv4Addr; 3] = [
 
 struct Ports {
     up: u16,
+    /// Accepts and holds connections for 3 s, reporting (peer port, own port).
+    ident_up: u16,
+    ident_seen: std::sync::Mutex<std::sync::mpsc::Receiver<(u16, u16)>>,
     /// HTTP/1.1 keep-alive: answers each request with its own head as the body.
     heads: u16,
     /// Plain TCP: echoes one line, then closes.
@@ -630,6 +642,7 @@ fn observe_once(
             .replace("{UP}", &ports.up.to_string())
             .replace("{LINE}", &ports.line.to_string())
             .replace("{HEADS}", &ports.heads.to_string())
+            .replace("{IDENTUP}", &ports.ident_up.to_string())
             .replace("{TLSUP}", &ports.tls_up.to_string())
             .replace("{ROGUEUP}", &ports.rogue_up.to_string())
             .replace("{CA}", &ports.pki.ca.display().to_string())
@@ -747,6 +760,7 @@ fn observe_once(
                     let without = crate::pki::tls_echo(addr, &ports.pki.ca, None, msg.as_bytes());
                     format!("with-client-cert:{with} without:{without}")
                 }
+                Probe::Ident => ident(l, l2, &ports.ident_seen),
                 Probe::Greeting => greeting(SocketAddr::from(([127, 0, 0, 1], l))),
                 Probe::Headers => headers_twice(SocketAddr::from(([127, 0, 0, 1], l))),
                 Probe::Exit => unreachable!(),
@@ -886,6 +900,68 @@ fn headers_twice(addr: SocketAddr) -> String {
     out.join(" ")
 }
 
+fn start_ident_target() -> (u16, std::sync::mpsc::Receiver<(u16, u16)>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let peer = s.peer_addr().unwrap().port();
+            let _ = tx.send((peer, port));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(3));
+                drop(s);
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// One identd session: a real pair, an unknown pair, then a malformed query.
+fn ident(
+    l: u16,
+    identd: u16,
+    seen: &std::sync::Mutex<std::sync::mpsc::Receiver<(u16, u16)>>,
+) -> String {
+    let seen = seen.lock().unwrap();
+    while seen.try_recv().is_ok() {}
+    let Ok(_client) = TcpStream::connect(("127.0.0.1", l)) else {
+        return "connect-refused".into();
+    };
+    let Ok((a, b)) = seen.recv_timeout(Duration::from_secs(3)) else {
+        return "not-relayed".into();
+    };
+    let Ok(mut q) = TcpStream::connect(("127.0.0.1", identd)) else {
+        return "identd-refused".into();
+    };
+    q.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut out = Vec::new();
+    for query in [
+        format!("{a},{b}\r\n"),
+        "1,2\r\n".to_string(),
+        format!("{a} , {b}\r\n"),
+    ] {
+        let _ = q.write_all(query.as_bytes());
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\n") {
+            match q.read(&mut byte) {
+                Ok(1) => got.push(byte[0]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&got)
+            .replace(&format!("{a} , {b}"), "A , B")
+            .replace(&l.to_string(), "L");
+        out.push(if text.is_empty() {
+            "closed".into()
+        } else {
+            text.trim_end().to_string()
+        });
+    }
+    out.join(" | ")
+}
+
 fn greeting(addr: SocketAddr) -> String {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return "connect-refused".into();
@@ -950,7 +1026,10 @@ fn start_echo_servers(dir: &Path) -> Ports {
         .step_by(97)
         .find_map(|p| TcpListener::bind(("0.0.0.0", p)).ok())
         .expect("a free port below 32768");
+    let (ident_up, ident_seen) = start_ident_target();
     let ports = Ports {
+        ident_up,
+        ident_seen: std::sync::Mutex::new(ident_seen),
         heads: start_head_echo(),
         line: line_port,
         tls_up: crate::pki::tls_echo_server(&pki.certkey),
