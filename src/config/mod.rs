@@ -375,7 +375,8 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text).map_err(|problems| ConfigError::Invalid {
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse_in(&text, base).map_err(|problems| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems,
         })
@@ -383,6 +384,12 @@ impl Config {
 
     /// Parses and validates config text, returning every problem on failure.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        Config::parse_in(text, Path::new("."))
+    }
+
+    /// Parses a config whose relative file names (certificates, keys)
+    /// are relative to `base`, the directory of the config file.
+    pub fn parse_in(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
         let deserializer = toml::Deserializer::new(text);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = err.path().to_string();
@@ -400,6 +407,7 @@ impl Config {
         })?;
         Validator {
             text,
+            base,
             problems: Vec::new(),
         }
         .config(raw)
@@ -417,6 +425,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 struct Validator<'t> {
     text: &'t str,
+    /// Where relative file names in the config are looked up.
+    base: &'t Path,
     problems: Vec<Problem>,
 }
 
@@ -726,12 +736,12 @@ impl Validator<'_> {
             None => format!("relay{i}"),
         };
         let tls = r.tls.as_ref().and_then(|t| {
-            tls::server(t.get_ref())
+            tls::server(t.get_ref(), self.base)
                 .map_err(|e| self.problem(&key("tls"), t, e))
                 .ok()
         });
         let upstream_tls = r.upstream_tls.as_ref().and_then(|t| {
-            tls::upstream(t.get_ref())
+            tls::upstream(t.get_ref(), self.base)
                 .map_err(|e| self.problem(&key("upstream_tls"), t, e))
                 .ok()
         });

@@ -1,8 +1,8 @@
 //! The `tls` and `upstream_tls` tables of a relay, turned into built
 //! rustls configurations (files are read here, so `--check` catches a
-//! missing key).
+//! missing key). Relative file names are relative to the config file.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use super::raw::{RawTls, RawUpstreamTls};
 use crate::tls::{ClientAuth, ClientTls, ClientTlsSpec, ServerTls, ServerTlsSpec, Suites};
@@ -24,7 +24,8 @@ fn suites(min_version: Option<&str>, ciphers: Option<&String>) -> Result<Suites,
     })
 }
 
-pub fn server(raw: &RawTls) -> Result<ServerTls, String> {
+pub fn server(raw: &RawTls, base: &Path) -> Result<ServerTls, String> {
+    let at = |p: &String| base.join(p);
     let client_auth = match (raw.client_auth.as_deref(), &raw.client_ca) {
         (None, None) | (Some("none"), _) => ClientAuth::None,
         (None, Some(_)) | (Some("required"), _) => ClientAuth::Required,
@@ -36,17 +37,18 @@ pub fn server(raw: &RawTls) -> Result<ServerTls, String> {
         }
     };
     ServerTls::build(ServerTlsSpec {
-        cert: PathBuf::from(&raw.cert),
-        key: PathBuf::from(&raw.key),
-        client_ca: raw.client_ca.iter().map(PathBuf::from).collect(),
+        cert: at(&raw.cert),
+        key: at(&raw.key),
+        client_ca: raw.client_ca.iter().map(at).collect(),
         client_auth,
         suites: suites(raw.min_version.as_deref(), raw.ciphers.as_ref())?,
     })
 }
 
-pub fn upstream(raw: &RawUpstreamTls) -> Result<ClientTls, String> {
+pub fn upstream(raw: &RawUpstreamTls, base: &Path) -> Result<ClientTls, String> {
+    let at = |p: &String| base.join(p);
     let cert = match (&raw.cert, &raw.key) {
-        (Some(c), k) => Some((PathBuf::from(c), PathBuf::from(k.as_ref().unwrap_or(c)))),
+        (Some(c), k) => Some((at(c), at(k.as_ref().unwrap_or(c)))),
         (None, Some(_)) => return Err("key without cert".into()),
         (None, None) => None,
     };
@@ -54,7 +56,7 @@ pub fn upstream(raw: &RawUpstreamTls) -> Result<ClientTls, String> {
         return Err("insecure = true ignores `ca`; set one or the other".into());
     }
     ClientTls::build(ClientTlsSpec {
-        ca: raw.ca.iter().map(PathBuf::from).collect(),
+        ca: raw.ca.iter().map(at).collect(),
         insecure: raw.insecure,
         server_name: raw.server_name.clone(),
         cert,

@@ -10,4 +10,5 @@ mod store;
 #[cfg(feature = "store")]
 mod system;
 mod tcp;
+mod tls;
 mod udp;
