@@ -183,6 +183,9 @@ pub struct Backup {
     pub check: Upstream,
     /// Time between probes.
     pub interval: Duration,
+    /// stone's `-s`: after connecting, send each text and wait for the
+    /// reply to match the regex; empty means the connect alone decides.
+    pub script: Vec<(String, String)>,
 }
 
 /// Settings of a health port (stone's `health` stone).
@@ -716,6 +719,7 @@ impl Validator<'_> {
                             upstream: bu,
                             check,
                             interval,
+                            script: Vec::new(),
                         })
                 }
             },

@@ -7,6 +7,7 @@ pub mod health;
 pub mod ident;
 pub mod proxy;
 pub mod rewrite;
+mod script;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod stream;

@@ -450,9 +450,19 @@ async fn monitor(shared: Arc<Shared>, backup: Backup, stop: CancellationToken) {
             connect_timeout: timeout,
             ..(**cfg).clone()
         };
-        let up = connect_one(&probe, &backup.check, shared.resolver.as_ref())
-            .await
-            .is_ok();
+        let up = match connect_one(&probe, &backup.check, shared.resolver.as_ref()).await {
+            Ok(_) if backup.script.is_empty() => true,
+            Ok((stream, _)) => {
+                match super::script::run(stream, &backup.script, backup.interval).await {
+                    Ok(()) => true,
+                    Err(why) => {
+                        tracing::debug!(relay = %cfg.name, "stone {}: health check {} fail: {why}", shared.id, backup.check);
+                        false
+                    }
+                }
+            }
+            Err(_) => false,
+        };
         let was_down = shared.master_down.swap(!up, Ordering::Relaxed);
         if was_down == up {
             if up {

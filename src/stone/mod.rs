@@ -83,7 +83,6 @@ pub struct StoneCommand {
 /// Options stone has that ossrelay refuses, with the reason.
 fn refused_option(opt: char) -> Option<&'static str> {
     Some(match opt {
-        's' => "send/expect health-check scripts are not implemented; -b checks that the master accepts a TCP connection",
         'M' => "Windows service installation (-M) does not exist on this platform",
         _ => return None,
     })
@@ -204,6 +203,8 @@ struct PerStone {
     source: Option<SocketAddr>,
     /// `-x` rules, captured by `proxy` stones defined after them.
     proxy_rules: Vec<crate::relay::proxy::DestRule>,
+    /// `-s` script for the `-b` checks defined after it.
+    script: Vec<(String, String)>,
     /// `-q` words in force (TLS to destinations).
     ssl_client: Vec<String>,
     /// `-z` words in force (TLS from clients).
@@ -405,6 +406,7 @@ fn option_group(
                         },
                         check,
                         interval: Duration::from_secs(interval),
+                        script: per.script.clone(),
                     },
                 ));
             }
@@ -458,6 +460,24 @@ fn option_group(
                         hosts: Acl::with_default(rules, default),
                     });
                 }
+            }
+            's' => {
+                let usage = "-s: expected <send> <expect> [<send> <expect>]... --";
+                let mut script = Vec::new();
+                loop {
+                    let send = take(c).map_err(|_| usage.to_string())?;
+                    if send == "--" {
+                        break;
+                    }
+                    let expect = take(c).map_err(|_| usage.to_string())?;
+                    if expect == "--" {
+                        return Err(format!("{usage} (send {send:?} has no expect)"));
+                    }
+                    regex::Regex::new(&expect)
+                        .map_err(|e| format!("-s: expect {expect:?} is not a valid regex: {e}"))?;
+                    script.push((send, expect));
+                }
+                per.script = script;
             }
             'q' | 'z' => {
                 use crate::tls::stone_opts::{check, Side};
@@ -565,6 +585,7 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
             unix: false,
             http: false,
             header_every: None,
+            nobackup: false,
         },
         listen,
         acl,
@@ -758,7 +779,12 @@ impl StoneCommand {
             if let Some((_, group)) = self.groups.iter().rev().find(|(k, _)| k == dest) {
                 r.group = group.clone();
             }
-            if let Some((_, b)) = self.backups.iter().rev().find(|(k, _)| k == dest) {
+            if let Some((_, b)) = self
+                .backups
+                .iter()
+                .rev()
+                .find(|(k, _)| k == dest && !s.target.nobackup)
+            {
                 r.backup = Some(b.clone());
             }
             if let Some(other) = relays

@@ -26,6 +26,8 @@ pub struct Target {
     /// `/proxy` (false) or `/mproxy` (true): insert the word after the
     /// sport as a header into requests.
     pub header_every: Option<bool>,
+    /// `/nobackup`: ignore `-b` for this stone.
+    pub nobackup: bool,
 }
 
 /// The listening side, `[[<host>][%<intf>]:]<port>[/<ext>,...]`.
@@ -86,7 +88,6 @@ fn unsupported_ext(ext: &str, side: &str) -> Option<String> {
     let why = match ext {
         "base" => "MIME base64 encoding of the stream is not implemented",
         "block" => "the blocking I/O mode is not implemented (ossrelay is always non-blocking)",
-        "nobackup" => "-b backup hosts are not implemented, so /nobackup has nothing to disable",
         "ident" => "ident (RFC 1413) lookups of clients are not implemented",
         "apop" => "APOP authentication rewriting is not implemented",
         _ => return None,
@@ -130,6 +131,7 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
         unix: false,
         http: false,
         header_every: None,
+        nobackup: false,
     };
     for ext in exts {
         match ext {
@@ -140,6 +142,7 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
             "http" => t.http = true,
             "proxy" => t.header_every = Some(false),
             "mproxy" => t.header_every = Some(true),
+            "nobackup" => t.nobackup = true,
             other => {
                 return Err(unsupported_ext(other, "port")
                     .unwrap_or_else(|| format!("{text:?}: unknown port extension /{other}")))
@@ -179,6 +182,7 @@ pub fn parse_unix_target(text: &str) -> Result<Target, String> {
         unix: true,
         http: false,
         header_every: None,
+        nobackup: false,
     })
 }
 

@@ -83,6 +83,10 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
     );
     for (r, s) in cfg.relays.iter().zip(&cmd.stones) {
         let _ = writeln!(out, "\n# {}", s.words.join(" "));
+        if r.identd || r.rewrite.is_some() {
+            out.push_str("# NOTE: left out: identd, /http, /proxy and /mproxy have no TOML form; run this stone with `ossrelay stone`.\n");
+            continue;
+        }
         out.push_str("[[relay]]\n");
         let _ = writeln!(out, "name = {}", quote(&r.name));
         let proto = match (r.protocol, &r.proxy, &r.health) {
@@ -95,9 +99,18 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
         let _ = writeln!(out, "listen = \"{}\"", r.listen);
         match (&r.proxy, &r.health) {
             (_, Some(_)) => {}
-            (None, None) => {
-                let _ = writeln!(out, "upstream = {}", quote(&r.upstream.to_string()));
-            }
+            (None, None) => match &r.upstream_unix {
+                Some(p) => {
+                    let _ = writeln!(
+                        out,
+                        "upstream = {}",
+                        quote(&format!("unix:{}", p.display()))
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "upstream = {}", quote(&r.upstream.to_string()));
+                }
+            },
             (Some(policy), None) => out.push_str(&proxy_allow(policy)),
         }
         if !r.group.is_empty() {
@@ -107,6 +120,9 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
         if let Some(b) = &r.backup {
             let _ = writeln!(out, "backup = {}", quote(&b.upstream.to_string()));
             let _ = writeln!(out, "backup_check_interval = {}", dur(b.interval));
+            if !b.script.is_empty() {
+                out.push_str("# NOTE: the -s check script has no TOML form; `ossrelay run` checks with a TCP connect.\n");
+            }
             if b.check != r.upstream {
                 let _ = writeln!(out, "# NOTE: stone checked {} (host=/port=); `ossrelay run` checks the upstream itself.", b.check);
             }

@@ -24,6 +24,8 @@ enum Probe {
     TcpV6,
     /// Like Tcp, after 2.5 s, so `-b` health checks have run.
     TcpLate,
+    /// Like Line, after 2.5 s.
+    LineLate,
     /// The command must exit by itself; compare success/failure.
     Exit,
     /// HTTP proxy: CONNECT and absolute-form GET to 127.0.0.1 and 127.0.0.2.
@@ -246,21 +248,19 @@ fn cases() -> Vec<Case> {
             "-z certkey={CERTKEY} -q verify -q CAfile={CA} -q servername=localhost 127.0.0.1:{TLSUP}/ssl {L}/ssl",
             TlsIn,
         ),
+        case("-N SSLv3 is refused", "-N -q ssl3 127.0.0.1:{UP}/ssl {L}", Exit),
         Case {
-            name: "-N SSLv3 is refused",
-            args: "-N -q ssl3 127.0.0.1:{UP}/ssl {L}",
+            name: "-N CRL checks are refused",
+            args: "-N -q crl_check 127.0.0.1:{UP}/ssl {L}",
             cfg: "",
             probe: Exit,
-            expect: Expect::Differs("ssl3"),
+            expect: Expect::Differs("crl_check"),
         },
-        // stone finds out at the first client; ossrelay at start-up.
-        Case {
-            name: "-N /ssl sport with a missing certificate",
-            args: "-N -z certkey={DIR}/missing.pem 127.0.0.1:{UP} {L}/ssl",
-            cfg: "",
-            probe: Exit,
-            expect: Expect::Differs("missing.pem"),
-        },
+        case(
+            "-N /ssl sport with a missing certificate",
+            "-N -z certkey={DIR}/missing.pem 127.0.0.1:{UP} {L}/ssl",
+            Exit,
+        ),
         case("proxy, no -x", "proxy {L}", Proxy),
         case("proxy with -x", "-x {LOW} 127.0.0.1 -- proxy {L}", Proxy),
         case(
@@ -335,6 +335,26 @@ fn cases() -> Vec<Case> {
         case(
             "-b host= port= check elsewhere",
             "-b host=127.0.0.1 port={DEAD} 1 127.0.0.1:{UP} 127.0.0.1:{LOW} 127.0.0.1:{UP} {L}",
+            TcpLate,
+        ),
+        case(
+            "-s script that the master passes",
+            "-s 'ping\\n' '^pi.g' -- -b 1 127.0.0.1:{LINE} 127.0.0.1:{DEAD} 127.0.0.1:{LINE} {L}",
+            LineLate,
+        ),
+        // stone runs the script only once the master has carried a
+        // connection; ossrelay runs it from the start, so it has already
+        // moved to the backup (here a dead port) when the client comes.
+        Case {
+            name: "-s script that the master fails",
+            args: "-s 'ping\\n' '^pong' -- -b 1 127.0.0.1:{LINE} 127.0.0.1:{DEAD} 127.0.0.1:{LINE} {L}",
+            cfg: "",
+            probe: LineLate,
+            expect: Expect::Improved("closed"),
+        },
+        case(
+            "/nobackup ignores -b",
+            "-b 1 127.0.0.1:{DEAD} 127.0.0.1:{UP} 127.0.0.1:{DEAD}/nobackup {L}",
             TcpLate,
         ),
         case(
@@ -685,7 +705,7 @@ fn observe_once(
                 std::thread::sleep(Duration::from_millis(20));
             }
             let msg = format!("ping {}\n", c.name);
-            if matches!(probe, Probe::TcpLate) {
+            if matches!(probe, Probe::TcpLate | Probe::LineLate) {
                 std::thread::sleep(Duration::from_millis(2500));
             }
             match probe {
@@ -748,7 +768,9 @@ fn observe_once(
                         .collect::<Vec<_>>()
                         .join(" ")
                 }
-                Probe::Line => line_echo(SocketAddr::from(([127, 0, 0, 1], l)), msg.as_bytes()),
+                Probe::Line | Probe::LineLate => {
+                    line_echo(SocketAddr::from(([127, 0, 0, 1], l)), msg.as_bytes())
+                }
                 Probe::TlsIn => {
                     let addr = SocketAddr::from(([127, 0, 0, 1], l));
                     let with = crate::pki::tls_echo(
