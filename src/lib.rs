@@ -9,8 +9,10 @@ pub mod acl;
 pub mod config;
 #[cfg(feature = "store")]
 pub mod demo;
+pub mod dns;
 pub mod error;
 pub mod observe;
+pub mod pattern;
 pub mod relay;
 pub mod resolve;
 #[cfg(feature = "store")]

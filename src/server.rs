@@ -29,6 +29,7 @@ enum Bound {
 /// Relays whose sockets are bound, not yet serving.
 pub struct Server {
     relays: Vec<(Arc<RelayConfig>, Bound)>,
+    dns: Option<crate::dns::DnsServer>,
     drain_timeout: Duration,
 }
 
@@ -65,8 +66,22 @@ impl Server {
             };
             relays.push((cfg, bound));
         }
+        let dns = match &config.dns {
+            None => None,
+            Some(d) => {
+                Some(
+                    crate::dns::DnsServer::bind(d.clone()).map_err(|source| Error::Bind {
+                        relay: "dns".into(),
+                        addr: d.listen,
+                        reason: explain(&source),
+                        source,
+                    })?,
+                )
+            }
+        };
         Ok(Server {
             relays,
+            dns,
             drain_timeout: config.drain_timeout,
         })
     }
@@ -82,6 +97,12 @@ impl Server {
                 };
                 addr.ok().map(|a| (cfg.name.clone(), a))
             })
+            .chain(
+                self.dns
+                    .as_ref()
+                    .and_then(|d| d.local_addr().ok())
+                    .map(|a| ("dns".to_string(), a)),
+            )
             .collect()
     }
 
@@ -119,6 +140,9 @@ impl Server {
                 Bound::Tcp(r) => accept_loops.spawn(r.serve(stop, force, conns)),
                 Bound::Udp(r) => accept_loops.spawn(r.serve(stop, force, conns)),
             };
+        }
+        if let Some(d) = self.dns {
+            accept_loops.spawn(d.serve(stop.clone()));
         }
         accept_loops.close();
         shutdown.await;

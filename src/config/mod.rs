@@ -4,6 +4,7 @@
 //! `relay[1].upstream (line 7): missing port`, and validation collects all
 //! problems instead of stopping at the first.
 
+mod dns;
 pub mod duration;
 pub mod raw;
 mod tls;
@@ -44,6 +45,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The relays to run.
     pub relays: Vec<RelayConfig>,
+    /// The DNS responder, if configured.
+    pub dns: Option<crate::dns::DnsConfig>,
 }
 
 /// Log output settings.
@@ -508,9 +511,10 @@ impl Validator<'_> {
         let drain_timeout = self
             .duration("server.drain_timeout", &raw.server.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN);
-        if raw.relay.is_empty() {
-            self.missing("relay", "no [[relay]] defined; nothing to run");
+        if raw.relay.is_empty() && raw.dns.is_none() {
+            self.missing("relay", "no [[relay]] or [dns] defined; nothing to run");
         }
+        let dns = raw.dns.as_ref().and_then(|d| self.dns(d));
         let mut relays = Vec::new();
         for (i, r) in raw.relay.iter().enumerate() {
             if let Some(relay) = self.relay(i, r) {
@@ -523,6 +527,7 @@ impl Validator<'_> {
                 log,
                 drain_timeout,
                 relays,
+                dns,
             })
         } else {
             Err(self.problems)

@@ -18,6 +18,28 @@ pub struct RawConfig {
     /// One entry per relay (`[[relay]]`).
     #[serde(default)]
     pub relay: Vec<RawRelay>,
+    /// The DNS responder.
+    pub dns: Option<RawDns>,
+}
+
+/// `[dns]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// UDP and TCP address, e.g. "0.0.0.0:53".
+    pub listen: Option<Spanned<String>>,
+    /// Names answered with `answer`: exact or "*.suffix".
+    pub names: Option<Vec<Spanned<String>>>,
+    /// Addresses returned for those names (the relay's).
+    pub answer: Option<Vec<Spanned<String>>>,
+    /// TTL of the answers (default 60s).
+    pub ttl: Option<Spanned<String>>,
+    /// Resolver "ip:port" for all other names; without it they are refused.
+    pub upstream: Option<Spanned<String>>,
+    /// Clients allowed (addresses or CIDRs).
+    pub allow: Option<Vec<Spanned<String>>>,
+    /// Clients refused.
+    pub deny: Option<Vec<Spanned<String>>>,
 }
 
 /// `[log]`

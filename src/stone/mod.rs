@@ -818,6 +818,7 @@ impl StoneCommand {
             },
             drain_timeout: crate::config::DEFAULT_DRAIN,
             relays,
+            dns: None,
         })
     }
 

@@ -87,6 +87,7 @@ impl Relay {
             log: Default::default(),
             drain_timeout: Duration::from_secs(5),
             relays: vec![cfg],
+            dns: None,
         };
         let server = Server::bind(&config, resolver).expect("bind relay");
         let addr = server.local_addrs()[0].1;

@@ -2,6 +2,7 @@
 //! binds 127.0.0.1:0 (or 127.0.0.x:0) and waits on readiness, never on sleep.
 
 mod cli;
+mod dns;
 mod helpers;
 mod pki;
 mod stone_diff;

@@ -1296,9 +1296,9 @@ fn symlink_named_stone_runs_the_stone_parser() {
         strip(&via_link.stderr)
     );
     let bad = Command::new(&link)
-        .args(["-q", "cert=x", "h:1", "2"])
+        .args(["-q", "ssl3", "h:1/ssl", "2"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("-q: not supported"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"ssl3\": not supported"));
 }

@@ -1,0 +1,260 @@
+//! The built-in DNS responder (`[dns]`): it answers A/AAAA queries for the
+//! private endpoint names with the relay's own addresses, so clients need
+//! no hosts files. Other names go to a configured upstream resolver, or
+//! are refused: it is never an open resolver unless the config says so.
+//! UDP and TCP on the same address; answers too big for a UDP client are
+//! truncated so it retries over TCP.
+
+pub mod answer;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::acl::{canonical, Acl, Action};
+use crate::pattern::HostPattern;
+use answer::Decision;
+
+/// How long the upstream resolver gets to answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TCP client may stay silent between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The validated `[dns]` section.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// UDP and TCP address to serve.
+    pub listen: SocketAddr,
+    /// Names answered with `answer`.
+    pub names: Vec<HostPattern>,
+    /// The addresses returned (A for IPv4, AAAA for IPv6).
+    pub answer: Vec<IpAddr>,
+    /// TTL of the answers.
+    pub ttl: Duration,
+    /// Resolver for every other name; `None` refuses them.
+    pub upstream: Option<SocketAddr>,
+    /// Which clients may ask.
+    pub acl: Acl,
+}
+
+/// A bound DNS responder.
+pub struct DnsServer {
+    cfg: Arc<DnsConfig>,
+    udp: Arc<UdpSocket>,
+    tcp: TcpListener,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `cfg.listen` (the same port for both, also
+    /// when it is 0). Must run inside a tokio runtime.
+    pub fn bind(cfg: DnsConfig) -> io::Result<DnsServer> {
+        let tcp = std::net::TcpListener::bind(cfg.listen)?;
+        tcp.set_nonblocking(true)?;
+        let udp = std::net::UdpSocket::bind(tcp.local_addr()?)?;
+        udp.set_nonblocking(true)?;
+        let tcp = TcpListener::from_std(tcp)?;
+        let udp = UdpSocket::from_std(udp)?;
+        Ok(DnsServer {
+            cfg: Arc::new(cfg),
+            udp: Arc::new(udp),
+            tcp,
+        })
+    }
+
+    /// The bound address (UDP and TCP).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Serves until `stop` is cancelled.
+    pub async fn serve(self, stop: CancellationToken) {
+        let DnsServer { cfg, udp, tcp } = self;
+        tracing::info!(target: "ossrelay::dns", "dns: answering {} with {:?} on {}/udp+tcp; other names {}",
+            cfg.names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+            cfg.answer,
+            cfg.listen,
+            cfg.upstream.map_or("refused".to_string(), |u| format!("forwarded to {u}")));
+        let udp_loop = serve_udp(cfg.clone(), udp, stop.clone());
+        let tcp_loop = serve_tcp(cfg, tcp, stop);
+        tokio::join!(udp_loop, tcp_loop);
+    }
+}
+
+fn allowed(cfg: &DnsConfig, peer: SocketAddr) -> bool {
+    cfg.acl.check(canonical(peer.ip())).0 == Action::Allow
+}
+
+async fn serve_udp(cfg: Arc<DnsConfig>, sock: Arc<UdpSocket>, stop: CancellationToken) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(target: "ossrelay::dns", "dns: receive failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let query = buf[..n].to_vec();
+        let (cfg, sock) = (cfg.clone(), sock.clone());
+        tokio::spawn(async move {
+            if let Some(reply) = handle(&cfg, &query, peer, false).await {
+                let _ = sock.send_to(&reply, peer).await;
+            }
+        });
+    }
+}
+
+async fn serve_tcp(cfg: Arc<DnsConfig>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(target: "ossrelay::dns", "dns: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let cfg = cfg.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tcp_session(&cfg, stream, peer) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Length-prefixed queries (RFC 1035 4.2.2) until the client goes quiet.
+async fn tcp_session(cfg: &DnsConfig, mut s: TcpStream, peer: SocketAddr) {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut query))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            return;
+        }
+        let Some(reply) = handle(cfg, &query, peer, true).await else {
+            return;
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return;
+        };
+        let mut out = n.to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        if s.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The reply to one query, or `None` to stay silent.
+async fn handle(cfg: &DnsConfig, query: &[u8], peer: SocketAddr, tcp: bool) -> Option<Vec<u8>> {
+    let what = || answer::describe(query);
+    if !allowed(cfg, peer) {
+        tracing::info!(target: "ossrelay::dns", "dns: {peer} {}: refused by the ACL", what());
+        return refused(cfg, query, tcp);
+    }
+    match answer::decide(cfg, query, tcp) {
+        Decision::Reply(r) => {
+            tracing::debug!(target: "ossrelay::dns", "dns: {peer} {}: answered", what());
+            Some(r)
+        }
+        Decision::Drop => {
+            tracing::debug!(target: "ossrelay::dns", "dns: {peer}: dropped {} bytes that are not DNS", query.len());
+            None
+        }
+        Decision::Forward => {
+            let upstream = cfg.upstream?;
+            let r = if tcp {
+                forward_tcp(upstream, query).await
+            } else {
+                forward_udp(upstream, query).await
+            };
+            match r {
+                Ok(reply) => {
+                    tracing::debug!(target: "ossrelay::dns", "dns: {peer} {}: forwarded to {upstream}", what());
+                    Some(reply)
+                }
+                Err(e) => {
+                    tracing::warn!(target: "ossrelay::dns", "dns: {peer} {}: upstream {upstream} failed: {e}", what());
+                    // SERVFAIL would be more exact; REFUSED also makes
+                    // the client try its next resolver.
+                    refused(cfg, query, tcp)
+                }
+            }
+        }
+    }
+}
+
+/// A REFUSED reply to `query` (FORMERR if it does not parse).
+fn refused(cfg: &DnsConfig, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let nothing = DnsConfig {
+        names: Vec::new(),
+        upstream: None,
+        ..cfg.clone()
+    };
+    match answer::decide(&nothing, query, tcp) {
+        Decision::Reply(r) => Some(r),
+        _ => None,
+    }
+}
+
+async fn forward_udp(upstream: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+    let bind: SocketAddr = if upstream.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(io::Error::other)?
+    } else {
+        "[::]:0".parse().map_err(io::Error::other)?
+    };
+    let s = UdpSocket::bind(bind).await?;
+    s.connect(upstream).await?;
+    s.send(query).await?;
+    let mut buf = vec![0u8; 65_535];
+    let work = async {
+        loop {
+            let n = s.recv(&mut buf).await?;
+            // Only the reply to this query (same ID) counts.
+            if n >= 2 && query.len() >= 2 && buf[..2] == query[..2] {
+                return Ok(buf[..n].to_vec());
+            }
+        }
+    };
+    tokio::time::timeout(FORWARD_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+async fn forward_tcp(upstream: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+    let work = async {
+        let mut s = TcpStream::connect(upstream).await?;
+        let len = u16::try_from(query.len()).map_err(io::Error::other)?;
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(query);
+        s.write_all(&out).await?;
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l).await?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(l))];
+        s.read_exact(&mut reply).await?;
+        Ok(reply)
+    };
+    tokio::time::timeout(FORWARD_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
