@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod dns;
 pub mod error;
+pub mod hosts;
 pub mod observe;
 pub mod pattern;
 pub mod relay;

@@ -76,6 +76,25 @@ enum Command {
         #[arg(long, value_name = "S", requires = "access_key")]
         secret_key: Option<String>,
     },
+    /// Print the /etc/hosts lines that send clients to the relay, or check a hosts file.
+    #[command(after_help = HOSTS_HELP)]
+    Hosts {
+        /// The relay's address, as clients reach it.
+        #[arg(long, value_name = "IP")]
+        relay: Option<std::net::IpAddr>,
+        /// An endpoint name, e.g. oss-ap-northeast-1-internal.aliyuncs.com; repeatable.
+        #[arg(long, value_name = "NAME")]
+        endpoint: Vec<String>,
+        /// A bucket on those endpoints; repeatable.
+        #[arg(long, value_name = "NAME")]
+        bucket: Vec<String>,
+        /// Take the endpoints (and the relay address) from a run config.
+        #[arg(long, value_name = "FILE")]
+        from_config: Option<PathBuf>,
+        /// Report missing or stale lines in this hosts file instead of printing (exit 1 if any).
+        #[arg(long, value_name = "FILE")]
+        check_file: Option<PathBuf>,
+    },
     /// Run a stone 2.4 command line (options, <stone>s, `--` separators).
     #[command(after_help = STONE_HELP)]
     Stone {
@@ -92,23 +111,39 @@ enum Command {
     },
 }
 
+const HOSTS_HELP: &str = "\
+Hosts files have no wildcards: each bucket needs its own line. The [dns]
+section of a run config removes the need for any of them.
+
+Examples:
+  ossrelay hosts --relay 172.31.10.171 --endpoint oss-ap-northeast-1-internal.aliyuncs.com \\
+      --bucket aws-alibaba-oss >> /etc/hosts
+  ossrelay hosts --from-config /etc/ossrelay/relay.toml --bucket aws-alibaba-oss
+  ossrelay hosts --relay 172.31.10.171 --endpoint oss-ap-northeast-1-internal.aliyuncs.com \\
+      --bucket aws-alibaba-oss --check-file /etc/hosts";
+
 const STONE_HELP: &str = "\
 Runs a stone 2.4 command line unchanged. The same parser runs when this
 binary is invoked through a symlink named `stone`.
 
 Supported: <host>:<port> <sport> [<xhost>...] stones (TCP, /udp on both
-sides, /v6, /v6only, shost:sport, shost%intf:sport, service names), xhost
-lists with /<bits>, /<mask>, p<mode>, v4/v6 and `!`, and the options
--d -p -n -u -f -l -L -ll -a -i -X -T -A -r -x -b -B -I -C -P -Q -N -D -o -g -t -c,
-`proxy` stones (CONNECT and absolute-form HTTP) limited by -x, and
-`health` stones. Refused with exit 2 and a reason: /ssl, -q, -z, identd, /http,
-/proxy, /mproxy, /base, /block, /ident, /apop, unix sockets, -s,
--b ext=, -M. See MIGRATING-FROM-STONE.md.
+sides, /v6, /v6only, /ssl on either side, /http on either side, /proxy,
+/mproxy, /nobackup, shost:sport, shost%intf:sport, unix-socket
+destinations, service names), xhost lists with /<bits>, /<mask>, p<mode>,
+v4/v6 and `!`, the options -d -p -n -u -f -l -L -ll -a -i -X -T -A -r -x
+-s -b -B -I -C -P -Q -N -D -o -g -t -c -q -z, and the `proxy` (also
+/v4only, /v6only), `health` and `identd` stones. Upstream TLS certificates
+are verified unless `-q verify,none` is given (stone never verifies).
+Refused with exit 2 and a reason: /base, /block, /ident, /apop, unix-socket
+sports, SSL options rustls cannot honour (ssl3, tls1, crl_check, pfx=...),
+-b <var>= other than host=/port=, -M. See MIGRATING-FROM-STONE.md.
 
 Examples:
   ossrelay stone -d -d oss-ap-northeast-1-internal.aliyuncs.com:80 80
   ossrelay stone 10.0.0.2:53/udp 53/udp 10.0.0.0/8
   ossrelay stone -N -C /etc/stone.cfg
+  ossrelay stone -z certkey=/etc/ssl/relay.pem -q CAfile=/etc/ssl/oss-ca.pem \\
+      oss-ap-northeast-1-internal.aliyuncs.com:443/ssl 8443/ssl
   ossrelay stone --print-toml -d oss-ap-northeast-1-internal.aliyuncs.com:80 80 > relay.toml
   ln -s $(command -v ossrelay) /usr/local/bin/stone && stone -d -d host:80 80";
 
@@ -136,6 +171,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(&argv);
     match cli.command {
         Command::Stone { print_toml, args } => stone(args, print_toml),
+        Command::Hosts {
+            relay,
+            endpoint,
+            bucket,
+            from_config,
+            check_file,
+        } => hosts(relay, endpoint, bucket, from_config, check_file),
         #[cfg(feature = "store")]
         Command::Demo { keep } => demo(keep),
         #[cfg(feature = "store")]
@@ -243,6 +285,96 @@ fn store(
         store.serve(listener, stop).await;
         ExitCode::SUCCESS
     })
+}
+
+fn hosts(
+    relay: Option<std::net::IpAddr>,
+    mut endpoints: Vec<String>,
+    buckets: Vec<String>,
+    from_config: Option<PathBuf>,
+    check_file: Option<PathBuf>,
+) -> ExitCode {
+    use ossrelay::hosts::{check, entries, from_config as derive, Finding};
+    let relay = match (&from_config, relay) {
+        (Some(path), relay) => {
+            let cfg = match Config::load(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ossrelay hosts: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match derive(&cfg, relay) {
+                Ok((ip, found)) => {
+                    for e in found {
+                        if !endpoints.contains(&e) {
+                            endpoints.push(e);
+                        }
+                    }
+                    ip
+                }
+                Err(e) => {
+                    eprintln!("ossrelay hosts: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, Some(ip)) => ip,
+        (None, None) => {
+            eprintln!("ossrelay hosts: give --relay <IP> (or --from-config FILE)");
+            return ExitCode::from(2);
+        }
+    };
+    if endpoints.is_empty() {
+        eprintln!("ossrelay hosts: give --endpoint <NAME> (or --from-config FILE)");
+        return ExitCode::from(2);
+    }
+    let wanted = entries(relay, &endpoints, &buckets);
+    let Some(path) = check_file else {
+        for e in &wanted {
+            say(&format!("{} {}", e.ip, e.name));
+        }
+        return ExitCode::SUCCESS;
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ossrelay hosts: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut all_ok = true;
+    for (e, finding) in check(&text, &wanted) {
+        let line = match finding {
+            Finding::Ok => format!("✔ {} {}", e.ip, e.name),
+            Finding::Missing => {
+                all_ok = false;
+                format!("✘ {}: missing; add \"{} {}\"", e.name, e.ip, e.name)
+            }
+            Finding::Stale(ips) => {
+                all_ok = false;
+                let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                format!(
+                    "✘ {}: stale, points to {} instead of the relay {}",
+                    e.name,
+                    ips.join(", "),
+                    e.ip
+                )
+            }
+        };
+        say(&line);
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) is not an error.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn stone(mut args: Vec<String>, mut print_toml: bool) -> ExitCode {

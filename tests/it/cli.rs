@@ -272,3 +272,64 @@ async fn drain_deadline_closes_stuck_connections_and_exits_0() {
     assert!(close.contains("reason=shutdown"), "{close}");
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn hosts_prints_the_blogs_lines_and_checks_a_file() {
+    let out = Command::new(bin())
+        .args([
+            "hosts",
+            "--relay",
+            "172.31.10.171",
+            "--endpoint",
+            "oss-ap-northeast-1-internal.aliyuncs.com",
+            "--bucket",
+            "aws-alibaba-oss",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "172.31.10.171 oss-ap-northeast-1-internal.aliyuncs.com\n172.31.10.171 aws-alibaba-oss.oss-ap-northeast-1-internal.aliyuncs.com\n"
+    );
+    let dir = TempDir::new("hosts");
+    let file = dir.0.join("hosts");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dns-responder.toml");
+    let check = |extra: &[&str]| {
+        let o = Command::new(bin())
+            .args(["hosts", "--from-config"])
+            .arg(&cfg)
+            .args(extra)
+            .arg("--check-file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&["--bucket", "aws-alibaba-oss"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.matches('✔').count(), 2, "{text}");
+    let (code, text) = check(&["--bucket", "new-bucket-123"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("✘ new-bucket-123.oss-ap-northeast-1-internal.aliyuncs.com: missing"),
+        "{text}"
+    );
+    std::fs::write(&file, "10.0.0.9 oss-ap-northeast-1-internal.aliyuncs.com\n").unwrap();
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains("stale, points to 10.0.0.9 instead of the relay 172.31.10.171"),
+        "{text}"
+    );
+    let bad = Command::new(bin())
+        .args(["hosts", "--endpoint", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--relay"));
+}
