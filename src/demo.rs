@@ -174,6 +174,7 @@ async fn run_inner(opts: &DemoOptions, relay_log: &LogBuffer) -> Result<(), Stri
         }),
         resolver: Arc::new(client_hosts) as Arc<dyn Resolve>,
         timeout: Duration::from_secs(60),
+        tls: None,
     };
 
     say!("ossrelay demo: the private path from the blog, on loopback");
@@ -398,7 +399,7 @@ fn print_objects(objs: &[crate::s3client::xml::Object]) {
     say!("Object Number is: {}", objs.len());
 }
 
-fn pattern(len: usize) -> Bytes {
+pub(crate) fn pattern(len: usize) -> Bytes {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let mut v = Vec::with_capacity(len);
     while v.len() < len {
@@ -411,7 +412,7 @@ fn pattern(len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-async fn progress_bar(sent: Arc<AtomicU64>, total: u64) {
+pub(crate) async fn progress_bar(sent: Arc<AtomicU64>, total: u64) {
     use std::io::IsTerminal;
     // Redraw in place on a terminal; print only the final state otherwise.
     let tty = std::io::stdout().is_terminal();

@@ -6,6 +6,8 @@
 //! [`server::Server::serve`], or [`run`] for all three.
 
 pub mod acl;
+#[cfg(feature = "store")]
+pub mod check;
 pub mod config;
 #[cfg(feature = "store")]
 pub mod demo;

@@ -76,6 +76,47 @@ enum Command {
         #[arg(long, value_name = "S", requires = "access_key")]
         secret_key: Option<String>,
     },
+    /// Prove the private path from a client: names, relay, OSS answer, keys.
+    #[cfg(feature = "store")]
+    #[command(after_help = CHECK_HELP)]
+    Check {
+        /// The endpoint name.
+        #[arg(long, value_name = "NAME")]
+        endpoint: String,
+        /// A bucket to check; repeatable.
+        #[arg(long, value_name = "NAME")]
+        bucket: Vec<String>,
+        /// The relay's address: every name must resolve to it.
+        #[arg(long, value_name = "IP")]
+        expect_relay: Option<std::net::IpAddr>,
+        /// Use HTTPS and check the certificate names.
+        #[arg(long)]
+        https: bool,
+        /// Port (default 80, or 443 with --https).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Access key for the signed ListObjects check.
+        #[arg(long, value_name = "K", requires = "secret_key")]
+        access_key: Option<String>,
+        /// Secret for --access-key.
+        #[arg(long, value_name = "S", requires = "access_key")]
+        secret_key: Option<String>,
+        /// Signing region.
+        #[arg(long, value_name = "REGION", default_value = "oss-ap-northeast-1")]
+        region: String,
+        /// Put, get and delete a temporary object of SIZE bytes (k/M/G suffixes) in the first bucket.
+        #[arg(long, value_name = "SIZE")]
+        upload_test: Option<String>,
+        /// Resolve NAME to IP instead of asking DNS (like curl --resolve); repeatable.
+        #[arg(long, value_name = "NAME=IP")]
+        resolve: Vec<String>,
+        /// Seconds per step.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+        /// Print one JSON object instead of the checklist.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the /etc/hosts lines that send clients to the relay, or check a hosts file.
     #[command(after_help = HOSTS_HELP)]
     Hosts {
@@ -110,6 +151,17 @@ enum Command {
         args: Vec<String>,
     },
 }
+
+#[cfg(feature = "store")]
+const CHECK_HELP: &str = "\
+Exit status: 0 when every check passed, 1 otherwise, 2 for bad usage.
+
+Examples:
+  ossrelay check --endpoint oss-ap-northeast-1-internal.aliyuncs.com \\
+      --bucket aws-alibaba-oss --expect-relay 172.31.10.171
+  ossrelay check --endpoint oss-ap-northeast-1-internal.aliyuncs.com --bucket aws-alibaba-oss \\
+      --access-key $AK --secret-key $SK --upload-test 16M
+  ossrelay check --endpoint oss-ap-northeast-1-internal.aliyuncs.com --bucket b --json | jq .ok";
 
 const HOSTS_HELP: &str = "\
 Hosts files have no wildcards: each bucket needs its own line. The [dns]
@@ -171,6 +223,41 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(&argv);
     match cli.command {
         Command::Stone { print_toml, args } => stone(args, print_toml),
+        #[cfg(feature = "store")]
+        Command::Check {
+            endpoint,
+            bucket,
+            expect_relay,
+            https,
+            port,
+            access_key,
+            secret_key,
+            region,
+            upload_test,
+            resolve,
+            timeout,
+            json,
+        } => {
+            let signer = access_key.zip(secret_key).map(|(access_key, secret_key)| {
+                ossrelay::s3client::sigv4::Signer {
+                    access_key,
+                    secret_key,
+                    region,
+                }
+            });
+            check(CheckArgs {
+                endpoint,
+                bucket,
+                expect_relay,
+                https,
+                port,
+                signer,
+                upload_test,
+                resolve,
+                timeout,
+                json,
+            })
+        }
         Command::Hosts {
             relay,
             endpoint,
@@ -285,6 +372,106 @@ fn store(
         store.serve(listener, stop).await;
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(feature = "store")]
+struct CheckArgs {
+    endpoint: String,
+    bucket: Vec<String>,
+    expect_relay: Option<std::net::IpAddr>,
+    https: bool,
+    port: Option<u16>,
+    signer: Option<ossrelay::s3client::sigv4::Signer>,
+    upload_test: Option<String>,
+    resolve: Vec<String>,
+    timeout: u64,
+    json: bool,
+}
+
+/// `16M`, `1k`, `1048576` → bytes.
+#[cfg(feature = "store")]
+fn size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_lowercase() {
+                'k' => 1 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                _ => return Err(format!("{text:?}: unknown size suffix (use k, M or G)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0 && *n <= 8 << 30)
+        .ok_or_else(|| format!("{text:?}: expected a size from 1 byte to 8G, e.g. 16M"))
+}
+
+#[cfg(feature = "store")]
+fn check(a: CheckArgs) -> ExitCode {
+    let mut overrides = Vec::new();
+    for r in &a.resolve {
+        match r
+            .split_once('=')
+            .map(|(n, ip)| (n, ip.parse::<std::net::IpAddr>()))
+        {
+            Some((name, Ok(ip))) if !name.is_empty() => overrides.push((name.to_string(), ip)),
+            _ => {
+                eprintln!("ossrelay check: --resolve {r:?}: expected NAME=IP");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let upload_test = match a.upload_test.as_deref().map(size).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ossrelay check: --upload-test {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if upload_test.is_some() && a.bucket.is_empty() {
+        eprintln!("ossrelay check: --upload-test needs a --bucket");
+        return ExitCode::from(2);
+    }
+    let opts = ossrelay::check::Options {
+        endpoint: a.endpoint.trim_end_matches('.').to_string(),
+        buckets: a.bucket,
+        expect_relay: a.expect_relay,
+        https: a.https,
+        port: a.port,
+        signer: a.signer,
+        upload_test,
+        resolve: overrides,
+        timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+        progress: !a.json,
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let items = rt.block_on(ossrelay::check::run(&opts));
+    let ok = items.iter().all(|i| i.ok);
+    if a.json {
+        let v = serde_json::json!({ "ok": ok, "endpoint": opts.endpoint, "checks": items });
+        say(&v.to_string());
+    } else {
+        for i in &items {
+            say(&i.line());
+        }
+        say(if ok {
+            "all checks passed: traffic takes the private path"
+        } else {
+            "some checks failed"
+        });
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn hosts(

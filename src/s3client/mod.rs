@@ -90,6 +90,8 @@ pub struct Client {
     pub resolver: Arc<dyn Resolve>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// HTTPS: the connector (it verifies the server certificate).
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// A request body that counts bytes as hyper takes them, for progress bars.
@@ -132,8 +134,38 @@ impl Client {
         }
     }
 
-    /// Sends one request. `progress` counts body bytes handed to the socket.
+    /// Sends one request; a 3xx-5xx status is an error carrying the S3
+    /// error code. `progress` counts body bytes handed to the socket.
     pub async fn request(
+        &self,
+        method: &str,
+        bucket: Option<&str>,
+        key: &str,
+        query: &[(String, String)],
+        body: Bytes,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<Response, ClientError> {
+        let resp = self
+            .send(method, bucket, key, query, body, progress)
+            .await?;
+        if resp.status >= 300 {
+            let text = String::from_utf8_lossy(&resp.body);
+            return Err(ClientError::Status {
+                status: resp.status,
+                code: xml::first(&text, "Code").unwrap_or_default(),
+                message: xml::first(&text, "Message").unwrap_or_default(),
+                request_id: resp
+                    .header("x-oss-request-id")
+                    .or(resp.header("x-amz-request-id"))
+                    .unwrap_or("-")
+                    .to_string(),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// Sends one request and returns the response whatever its status.
+    pub async fn send(
         &self,
         method: &str,
         bucket: Option<&str>,
@@ -150,7 +182,8 @@ impl Client {
                 source,
             })?;
         let addr = addrs[0];
-        let host_header = if self.port == 80 {
+        let default_port = if self.tls.is_some() { 443 } else { 80 };
+        let host_header = if self.port == default_port {
             name.clone()
         } else {
             format!("{name}:{}", self.port)
@@ -199,8 +232,20 @@ impl Client {
                 .await
                 .map_err(|e| transport(format!("connect: {e}")))?;
             let _ = tcp.set_nodelay(true);
+            let io: crate::relay::stream::Io = match &self.tls {
+                None => Box::new(tcp),
+                Some(c) => {
+                    let sni = rustls_pki_types::ServerName::try_from(name.clone())
+                        .map_err(|e| transport(format!("TLS name {name:?}: {e}")))?;
+                    Box::new(
+                        c.connect(sni, tcp)
+                            .await
+                            .map_err(|e| transport(format!("TLS: {e}")))?,
+                    )
+                }
+            };
             let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
                     .await
                     .map_err(|e| transport(e.to_string()))?;
             let driver = tokio::spawn(conn);
@@ -229,23 +274,9 @@ impl Client {
                 peer: addr,
             })
         };
-        let resp = tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| transport(format!("no response within {:?}", self.timeout)))??;
-        if resp.status >= 300 {
-            let text = String::from_utf8_lossy(&resp.body);
-            return Err(ClientError::Status {
-                status: resp.status,
-                code: xml::first(&text, "Code").unwrap_or_default(),
-                message: xml::first(&text, "Message").unwrap_or_default(),
-                request_id: resp
-                    .header("x-oss-request-id")
-                    .or(resp.header("x-amz-request-id"))
-                    .unwrap_or("-")
-                    .to_string(),
-            });
-        }
-        Ok(resp)
+            .map_err(|_| transport(format!("no response within {:?}", self.timeout)))?
     }
 
     /// ListBuckets.

@@ -21,6 +21,9 @@ pub struct Pki {
     pub rogue_certkey: PathBuf,
     /// A client certificate signed by the CA.
     pub client_certkey: PathBuf,
+    /// A leaf for `oss.test` and `*.oss.test` signed by the CA.
+    #[cfg_attr(not(feature = "store"), allow(dead_code))]
+    pub wildcard_certkey: PathBuf,
 }
 
 fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
@@ -59,6 +62,7 @@ impl Pki {
             certkey: write("certkey.pem", leaf(&["127.0.0.1", "localhost"], &issuer)),
             rogue_certkey: write("rogue.pem", leaf(&["127.0.0.1", "localhost"], &rogue)),
             client_certkey: write("client.pem", leaf(&["client.test"], &issuer)),
+            wildcard_certkey: write("wildcard.pem", leaf(&["oss.test", "*.oss.test"], &issuer)),
         }
     }
 }
