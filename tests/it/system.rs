@@ -1,6 +1,7 @@
 //! The blog's topology in network namespaces with awscli, s3cmd and rclone
-//! (tests/system/blog.sh), once each with ossrelay, Debian's stone and
-//! ossrelay through a symlink named `stone`. Needs root; skips with the
+//! (tests/system/blog.sh), once each with ossrelay, Debian's stone,
+//! ossrelay through a symlink named `stone`, and ossrelay with its DNS
+//! responder instead of any hosts lines. Needs root; skips with the
 //! reason printed otherwise, and never skips under CI.
 
 use std::path::Path;
@@ -37,7 +38,7 @@ fn run(kind: &str) {
 
 #[test]
 fn blog_topology_with_real_clients() {
-    for kind in ["ossrelay", "stone", "symlink"] {
+    for kind in ["ossrelay", "stone", "symlink", "dns"] {
         run(kind);
     }
 }

@@ -9,13 +9,16 @@
 #
 #   tests/system/blog.sh OSSRELAY_BIN RELAY_KIND
 #     RELAY_KIND: ossrelay | stone (Debian's) | symlink (ossrelay named stone)
+#                 | dns (ossrelay run with [dns]: the client has NO hosts
+#                   lines, its resolv.conf points at the relay, and a bucket
+#                   configured nowhere is created and used)
 #
 # Needs root, ip netns, awscli, s3cmd, rclone (and stone for RELAY_KIND=stone).
 # Exit 0: every step passed; 1: a step failed; 77: skipped (reason printed).
 set -euo pipefail
 
-bin=${1:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink}
-kind=${2:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink}
+bin=${1:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns}
+kind=${2:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns}
 bin=$(readlink -f "$bin")
 
 skip() { echo "SKIPPED: $*"; exit 77; }
@@ -66,8 +69,14 @@ in_ns "$ns_r" sysctl -qw net.ipv4.ip_forward=1
 in_ns "$ns_c" ip route add default via 10.0.10.1
 in_ns "$ns_x" ip route add 10.0.10.0/24 via 172.31.10.1
 mkdir -p "/etc/netns/$ns_c" "/etc/netns/$ns_x"
-# Exactly the blog's two lines.
-printf '172.31.10.171 %s\n172.31.10.171 %s.%s\n' "$ENDPOINT" "$BUCKET" "$ENDPOINT" > "/etc/netns/$ns_c/hosts"
+if [ "$kind" = dns ]; then
+  # No hosts lines at all: names come from the relay's DNS responder.
+  printf '127.0.0.1 localhost\n' > "/etc/netns/$ns_c/hosts"
+  printf 'nameserver 172.31.10.171\n' > "/etc/netns/$ns_c/resolv.conf"
+else
+  # Exactly the blog's two lines.
+  printf '172.31.10.171 %s\n172.31.10.171 %s.%s\n' "$ENDPOINT" "$BUCKET" "$ENDPOINT" > "/etc/netns/$ns_c/hosts"
+fi
 printf '127.0.0.1 localhost\n100.118.0.5 %s\n' "$ENDPOINT" > "/etc/netns/$ns_x/hosts"
 pass "namespaces: client 10.0.10.30, router, relay 172.31.10.171, oss 100.118.0.5"
 
@@ -97,12 +106,38 @@ case "$kind" in
   ossrelay) relay=("$bin" stone) ;;
   stone) relay=(stone) ;;
   symlink) ln -s "$bin" "$work/stone"; relay=("$work/stone") ;;
+  dns) relay=("$bin" run -c "$work/relay.toml") ;;
   *) echo "unknown relay kind $kind"; exit 2 ;;
 esac
-(cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}" -d -d "$ENDPOINT:80" 80) >"$work/relay.log" 2>&1 &
+if [ "$kind" = dns ]; then
+  cat > "$work/relay.toml" <<CFG
+[log]
+level = "info"
+
+[dns]
+listen = "172.31.10.171:53"
+names = ["$ENDPOINT", "*.$ENDPOINT"]
+answer = ["172.31.10.171"]
+
+[[relay]]
+name = "oss"
+listen = "0.0.0.0:80"
+upstream = "$ENDPOINT:80"
+CFG
+  (cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}") >"$work/relay.log" 2>&1 &
+else
+  (cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}" -d -d "$ENDPOINT:80" 80) >"$work/relay.log" 2>&1 &
+fi
 pids+=($!)
 wait_port "$ns_x" 0.0.0.0 80 || fail "relay did not start"
-pass "relay started: ${relay[*]} -d -d $ENDPOINT:80 80"
+pass "relay started: ${relay[*]}"
+
+if [ "$kind" = dns ]; then
+  wait_port "$ns_x" 172.31.10.171 53 || fail "dns responder did not start"
+  in_ns "$ns_c" getent hosts "new-bucket-123.$ENDPOINT" > "$work/out.txt" || fail "client cannot resolve new-bucket-123.$ENDPOINT"
+  grep -q '^172\.31\.10\.171 ' "$work/out.txt" || fail "new-bucket-123.$ENDPOINT does not resolve to the relay"
+  pass "client (no hosts lines) resolves new-bucket-123.$ENDPOINT to the relay through its DNS"
+fi
 
 # --- client files
 head -c 100M /dev/urandom > "$work/big.bin"
@@ -179,6 +214,21 @@ rc copyto big.bin "oss:$BUCKET/rclone-big.bin" || fail "rclone big upload"
 rc copyto "oss:$BUCKET/rclone-big.bin" rclone-big.back || fail "rclone big download"
 [ "$(sha256sum < rclone-big.back | cut -d' ' -f1)" = "$big_sum" ] || fail "rclone: 100 MiB SHA-256 differs"
 pass "rclone copy small and 100 MiB, identical"
+
+if [ "$kind" = dns ]; then
+  # A bucket that is configured nowhere: create it, use it, prove the path.
+  aws_ s3 mb "s3://new-bucket-123" >/dev/null || fail "aws s3 mb s3://new-bucket-123"
+  aws_ s3 cp ./test2.txt "s3://new-bucket-123/" >/dev/null || fail "aws s3 cp to new-bucket-123"
+  aws_ s3 cp "s3://new-bucket-123/test2.txt" ./new-back.txt >/dev/null || fail "aws download from new-bucket-123"
+  cmp test2.txt new-back.txt || fail "new-bucket-123: test2.txt differs"
+  pass "awscli creates and uses new-bucket-123 with no hosts entry anywhere"
+  in_ns "$ns_c" "$bin" check --endpoint "$ENDPOINT" --bucket new-bucket-123 --expect-relay 172.31.10.171 \
+    --access-key "$AK" --secret-key "$SK" --upload-test 1M > "$work/check.txt" 2>"$work/last.out" \
+    || { cat "$work/check.txt"; fail "ossrelay check from the client"; }
+  grep -q "all checks passed" "$work/check.txt" || fail "ossrelay check did not pass"
+  pass "ossrelay check from the client: $(grep -c '^✔' "$work/check.txt") checks passed"
+  sed 's/^/    /' "$work/check.txt"
+fi
 
 # --- the relay's log shows the client's connections
 n=$(grep -cE "stone [0-9]+: accepted TCP [0-9]+ from 10\.0\.10\.30:[0-9]+ mode=[0-9]+" "$work/relay.log" || true)
