@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod dns;
 pub mod error;
+pub mod gateway;
 pub mod hosts;
 pub mod observe;
 pub mod pattern;

@@ -6,6 +6,7 @@
 
 mod dns;
 pub mod duration;
+mod gateway;
 pub mod raw;
 mod tls;
 
@@ -262,6 +263,8 @@ pub struct RelayConfig {
     /// Answer ident (RFC 1413) queries about this process's upstream
     /// connections instead of relaying (stone's `identd` stone).
     pub identd: bool,
+    /// `protocol = "http"`: route and police each request.
+    pub gateway: Option<crate::gateway::Gateway>,
 }
 
 impl RelayConfig {
@@ -272,6 +275,8 @@ impl RelayConfig {
             "health".to_string()
         } else if self.identd {
             "identd".to_string()
+        } else if self.gateway.is_some() {
+            "http".to_string()
         } else if self.proxy.is_some() {
             "proxy".to_string()
         } else if let Some(p) = &self.upstream_unix {
@@ -311,6 +316,7 @@ impl RelayConfig {
             upstream_unix: None,
             rewrite: None,
             identd: false,
+            gateway: None,
         }
     }
 
@@ -542,12 +548,12 @@ impl Validator<'_> {
             Some(p) => match p.get_ref().as_str() {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
-                "proxy" | "health" => Protocol::Tcp,
+                "proxy" | "health" | "http" => Protocol::Tcp,
                 other => {
                     self.problem(
                         &key("protocol"),
                         p,
-                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\", \"proxy\" or \"health\""),
+                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\", \"http\", \"proxy\" or \"health\""),
                     );
                     Protocol::Tcp
                 }
@@ -583,11 +589,30 @@ impl Validator<'_> {
         if !is_proxy && r.proxy_allow.is_some() {
             self.missing(&key("proxy_allow"), "only applies to protocol = \"proxy\"");
         }
+        let is_http = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "http");
+        let gateway = if is_http {
+            self.gateway(i, r)
+        } else {
+            self.not_gateway(i, r);
+            None
+        };
         let upstream = match r.upstream.as_ref() {
             None if is_proxy => Some(Upstream {
                 host: "proxy".into(),
                 port: 0,
             }),
+            None if is_http => Some(Upstream {
+                host: "http".into(),
+                port: 0,
+            }),
+            Some(u) if is_http => {
+                self.problem(
+                    &key("upstream"),
+                    u,
+                    "http relays route with `routes` (and `default_route`), not `upstream`".into(),
+                );
+                None
+            }
             Some(u) if is_proxy => {
                 self.problem(
                     &key("upstream"),
@@ -798,6 +823,7 @@ impl Validator<'_> {
                 .map(PathBuf::from),
             rewrite: None,
             identd: false,
+            gateway,
         })
     }
 

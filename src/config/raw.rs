@@ -112,6 +112,28 @@ pub struct RawRelay {
     pub tls: Option<Spanned<RawTls>>,
     /// Speak TLS to the upstream.
     pub upstream_tls: Option<Spanned<RawUpstreamTls>>,
+    /// `protocol = "http"`: host patterns and their upstreams.
+    pub routes: Option<Vec<Spanned<RawRoute>>>,
+    /// `protocol = "http"`: where unrouted hosts go (else 421).
+    pub default_route: Option<Spanned<String>>,
+    /// `protocol = "http"`: allowed bucket globs.
+    pub buckets: Option<Vec<Spanned<String>>>,
+    /// `protocol = "http"`: denied bucket globs.
+    pub deny_buckets: Option<Vec<Spanned<String>>>,
+    /// `protocol = "http"`: allow requests without a bucket.
+    pub allow_service: Option<bool>,
+    /// `protocol = "http"`: time allowed for a request head.
+    pub header_timeout: Option<Spanned<String>>,
+}
+
+/// `{ host = "*.oss-…aliyuncs.com", upstream = "oss-…aliyuncs.com:80" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Exact host or `*.suffix`.
+    pub host: String,
+    /// `host:port`.
+    pub upstream: String,
 }
 
 /// `tls = { cert = "...", key = "...", client_ca = "...", client_auth = "required" }`

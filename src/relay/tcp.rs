@@ -226,6 +226,25 @@ async fn handle(
         record.emit();
         return;
     }
+    if let Some(gw) = &cfg.gateway {
+        crate::gateway::http::serve(
+            gw,
+            cfg,
+            shared.id,
+            client,
+            peer,
+            shared.resolver.as_ref(),
+            force,
+            &meter,
+        )
+        .await;
+        record.reason = CloseReason::Eof;
+        record.bytes_from_client = meter.from_client.load(std::sync::atomic::Ordering::Relaxed);
+        record.bytes_to_client = meter.to_client.load(std::sync::atomic::Ordering::Relaxed);
+        record.duration = meter.elapsed();
+        record.emit();
+        return;
+    }
     if cfg.identd {
         super::ident::serve(client, peer.ip()).await;
         record.reason = CloseReason::Eof;
@@ -397,7 +416,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<(TcpStream, SocketAddr, S
 
 /// Tries every resolved address of `target` in turn, each with the
 /// connect timeout.
-async fn connect_one(
+pub(crate) async fn connect_one(
     cfg: &RelayConfig,
     target: &Upstream,
     resolver: &dyn Resolve,

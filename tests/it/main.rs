@@ -5,6 +5,7 @@
 mod check;
 mod cli;
 mod dns;
+mod gateway;
 mod helpers;
 mod pki;
 mod stone_diff;

@@ -1,0 +1,433 @@
+//! Strict HTTP/1.x head parsing for the gateway. The head is only read,
+//! never rewritten: the gateway forwards the client's bytes as they came,
+//! so signatures over headers survive. Anything ambiguous about where a
+//! message ends (the request-smuggling cases) is refused.
+
+/// The largest head accepted, request or response.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Transfer-Encoding: chunked.
+    Chunked,
+    /// Until the connection closes (responses only).
+    UntilClose,
+}
+
+/// What the gateway needs from a request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, as sent.
+    pub method: String,
+    /// The request target, as sent.
+    pub target: String,
+    /// The path part of the target (without query), origin-form.
+    pub path: String,
+    /// The Host header (or the absolute-form authority), lower-cased,
+    /// without the port.
+    pub host: String,
+    /// Body framing.
+    pub framing: Framing,
+    /// HTTP/1.0 without keep-alive, or `Connection: close`.
+    pub close: bool,
+}
+
+/// What the gateway needs from a response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Body framing.
+    pub framing: Framing,
+    /// The server will close after this response.
+    pub close: bool,
+}
+
+/// Offset just past `\r\n\r\n`, if the head is complete. Only the first
+/// `MAX_HEAD` bytes are searched: a longer head is never complete.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    window.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+struct Fields<'a> {
+    lines: Vec<&'a [u8]>,
+}
+
+/// Splits a head into its start line and header lines, refusing bare LF,
+/// obs-fold, bad field names and control bytes.
+fn split(head: &[u8]) -> Result<(&[u8], Fields<'_>), &'static str> {
+    if !head.ends_with(b"\r\n\r\n") {
+        return Err("incomplete head");
+    }
+    // Keep each line's CRLF except the empty line's.
+    let body = &head[..head.len() - 2];
+    let mut lines = Vec::new();
+    let mut pieces: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    pieces.pop();
+    for line in pieces {
+        let line = line.strip_suffix(b"\r").ok_or("bare LF line ending")?;
+        if line.contains(&b'\r') {
+            return Err("stray CR in the head");
+        }
+        lines.push(line);
+    }
+    let (start, rest) = lines.split_first().ok_or("empty head")?;
+    for l in rest {
+        if l.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            return Err("obsolete line folding (obs-fold)");
+        }
+        let colon = l
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or("header line without ':'")?;
+        if colon == 0 || !l[..colon].iter().all(|&b| is_tchar(b)) {
+            return Err("invalid header name");
+        }
+        if l[colon + 1..]
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            return Err("control character in a header value");
+        }
+    }
+    Ok((
+        start,
+        Fields {
+            lines: rest.to_vec(),
+        },
+    ))
+}
+
+impl Fields<'_> {
+    /// Every value of `name` (case-insensitive), trimmed.
+    fn all(&self, name: &str) -> Vec<String> {
+        self.lines
+            .iter()
+            .filter_map(|l| {
+                let colon = l.iter().position(|&b| b == b':')?;
+                l[..colon]
+                    .eq_ignore_ascii_case(name.as_bytes())
+                    .then(|| String::from_utf8_lossy(&l[colon + 1..]).trim().to_string())
+            })
+            .collect()
+    }
+
+    /// Connection tokens, lower-cased.
+    fn connection(&self) -> Vec<String> {
+        self.all("connection")
+            .iter()
+            .flat_map(|v| {
+                v.split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The body framing from Content-Length and Transfer-Encoding.
+    fn framing(&self) -> Result<Option<Framing>, &'static str> {
+        let te = self.all("transfer-encoding");
+        let cl = self.all("content-length");
+        if !te.is_empty() && !cl.is_empty() {
+            return Err("both Content-Length and Transfer-Encoding");
+        }
+        if !te.is_empty() {
+            let codings: Vec<String> = te
+                .iter()
+                .flat_map(|v| {
+                    v.split(',')
+                        .map(|t| t.trim().to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            return match codings.as_slice() {
+                [only] if only == "chunked" => Ok(Some(Framing::Chunked)),
+                _ => Err("unsupported Transfer-Encoding (only a single \"chunked\")"),
+            };
+        }
+        let mut length = None;
+        for v in cl.iter().flat_map(|v| v.split(',').map(str::trim)) {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 19 {
+                return Err("invalid Content-Length");
+            }
+            let n: u64 = v.parse().map_err(|_| "invalid Content-Length")?;
+            match length {
+                Some(prev) if prev != n => return Err("differing Content-Length values"),
+                _ => length = Some(n),
+            }
+        }
+        Ok(length.map(Framing::Length))
+    }
+}
+
+fn version(v: &[u8]) -> Result<u8, &'static str> {
+    match v {
+        b"HTTP/1.1" => Ok(1),
+        b"HTTP/1.0" => Ok(0),
+        _ => Err("not HTTP/1.0 or HTTP/1.1"),
+    }
+}
+
+/// Strips the port from a Host value and lower-cases it; checks it is a
+/// plausible host.
+fn host_only(value: &str) -> Result<String, &'static str> {
+    let v = value.trim();
+    let host = if let Some(rest) = v.strip_prefix('[') {
+        rest.split_once(']')
+            .map(|(h, _)| h)
+            .ok_or("bad IPv6 Host")?
+    } else {
+        match v.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => v,
+        }
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return Err("invalid Host");
+    }
+    Ok(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Parses a complete request head (ending in the empty line).
+pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
+    let (start, fields) = split(head)?;
+    let parts: Vec<&[u8]> = start.split(|&b| b == b' ').collect();
+    let [method, target, ver] = parts.as_slice() else {
+        return Err("malformed request line");
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err("invalid method");
+    }
+    if target.is_empty() || target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        return Err("invalid request target");
+    }
+    let minor = version(ver)?;
+    let method = String::from_utf8_lossy(method).into_owned();
+    let target = String::from_utf8_lossy(target).into_owned();
+    let hosts = fields.all("host");
+    let host = match hosts.as_slice() {
+        [h] => host_only(h)?,
+        [] => return Err("missing Host header"),
+        _ => return Err("duplicate Host header"),
+    };
+    let path_and_query = if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if host_only(authority)? != host {
+            return Err("absolute-form target disagrees with Host");
+        }
+        path.to_string()
+    } else if target.starts_with('/') {
+        target.clone()
+    } else if method == "OPTIONS" && target == "*" {
+        "*".to_string()
+    } else {
+        return Err("unsupported request target form");
+    };
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query.clone(), |(p, _)| p.to_string());
+    let framing = fields.framing()?.unwrap_or(Framing::None);
+    let conn = fields.connection();
+    let close = conn.iter().any(|t| t == "close")
+        || (minor == 0 && !conn.iter().any(|t| t == "keep-alive"));
+    Ok(Request {
+        method,
+        target,
+        path,
+        host,
+        framing,
+        close,
+    })
+}
+
+/// Parses a complete response head; `head_request` tells whether the
+/// request was HEAD (no body then).
+pub fn parse_response(head: &[u8], head_request: bool) -> Result<Response, &'static str> {
+    let (start, fields) = split(head)?;
+    let mut parts = start.splitn(3, |&b| b == b' ');
+    let minor = version(parts.next().unwrap_or_default())?;
+    let code = parts.next().ok_or("malformed status line")?;
+    if code.len() != 3 || !code.iter().all(|b| b.is_ascii_digit()) {
+        return Err("malformed status code");
+    }
+    let status: u16 = String::from_utf8_lossy(code)
+        .parse()
+        .map_err(|_| "malformed status code")?;
+    let conn = fields.connection();
+    let close = conn.iter().any(|t| t == "close")
+        || (minor == 0 && !conn.iter().any(|t| t == "keep-alive"));
+    let declared = fields.framing()?;
+    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::None
+    } else {
+        declared.unwrap_or(Framing::UntilClose)
+    };
+    Ok(Response {
+        status,
+        framing,
+        close: close || framing == Framing::UntilClose,
+    })
+}
+
+/// Incremental chunked-body scanner: it finds where the body ends and
+/// checks the framing, without changing the bytes.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    state: ChunkState,
+    line: Vec<u8>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl Chunked {
+    /// Scans `data`; returns how many bytes belong to the body (all of
+    /// `data` unless the body ends inside it) and whether it ended.
+    pub fn scan(&mut self, data: &[u8]) -> Result<(usize, bool), &'static str> {
+        let mut i = 0;
+        while i < data.len() {
+            match &mut self.state {
+                ChunkState::Done => break,
+                ChunkState::Data(left) => {
+                    let take = (*left).min((data.len() - i) as u64) as usize;
+                    *left -= take as u64;
+                    i += take;
+                    if *left == 0 {
+                        self.state = ChunkState::DataEnd;
+                    }
+                }
+                _ => {
+                    let b = data[i];
+                    i += 1;
+                    if b != b'\n' {
+                        if self.line.len() > 4096 {
+                            return Err("chunk line too long");
+                        }
+                        self.line.push(b);
+                        continue;
+                    }
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").ok_or("bare LF in chunked body")?;
+                    self.state = match self.state {
+                        ChunkState::Size => {
+                            let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                            if size.is_empty()
+                                || size.len() > 15
+                                || !size.iter().all(u8::is_ascii_hexdigit)
+                            {
+                                return Err("bad chunk size");
+                            }
+                            let n = u64::from_str_radix(&String::from_utf8_lossy(size), 16)
+                                .map_err(|_| "bad chunk size")?;
+                            if n == 0 {
+                                ChunkState::Trailers
+                            } else {
+                                ChunkState::Data(n)
+                            }
+                        }
+                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+                        ChunkState::DataEnd => return Err("chunk data longer than its size"),
+                        ChunkState::Trailers if line.is_empty() => ChunkState::Done,
+                        ChunkState::Trailers => ChunkState::Trailers,
+                        _ => return Err("chunked framing error"),
+                    };
+                }
+            }
+        }
+        Ok((i, self.state == ChunkState::Done))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<Request, &'static str> {
+        parse_request(s.as_bytes())
+    }
+
+    #[test]
+    fn requests_parse_and_smuggling_shapes_are_refused() {
+        let r = req("PUT /b/k?x=1 HTTP/1.1\r\nHost: B.Oss.Test:80\r\nContent-Length: 5\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.path.as_str(), r.framing),
+            ("b.oss.test", "/b/k", Framing::Length(5))
+        );
+        assert!(!r.close);
+        assert!(req("GET / HTTP/1.0\r\nHost: a\r\n\r\n").unwrap().close);
+        let bad = [
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "both"),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "differing"),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n", "obs-fold"),
+            ("GET / HTTP/1.1\r\nX: a\r\n\r\n", "missing Host"),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "duplicate Host"),
+            ("GET http://evil/ HTTP/1.1\r\nHost: a\r\n\r\n", "disagrees"),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "Transfer-Encoding"),
+            ("\x16\x03\x01\x02\x00\r\n\r\n", "request line"),
+            ("GET / HTTP/1.1\nHost: a\r\n\r\n", "bare LF"),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", "HTTP/1"),
+        ];
+        for (text, why) in bad {
+            let e = req(text).unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn responses_frame_their_bodies() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).unwrap();
+        assert_eq!(
+            (r.status, r.framing, r.close),
+            (200, Framing::Length(3), false)
+        );
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).unwrap();
+        assert_eq!(r.framing, Framing::None);
+        let r = parse_response(b"HTTP/1.1 100 Continue\r\n\r\n", false).unwrap();
+        assert_eq!(r.framing, Framing::None);
+        let r = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!((r.framing, r.close), (Framing::UntilClose, true));
+    }
+
+    #[test]
+    fn chunked_bodies_end_exactly_and_bad_sizes_fail() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer: x\r\n\r\nGET /next";
+        let mut c = Chunked::default();
+        let (n, done) = c.scan(&body[..10]).unwrap();
+        assert_eq!((n, done), (10, false));
+        let (m, done) = c.scan(&body[10..]).unwrap();
+        assert!(done);
+        assert_eq!(&body[10 + m..], b"GET /next");
+        assert!(Chunked::default().scan(b"zz\r\n").is_err());
+        assert!(Chunked::default().scan(b"2\r\nabc\r\n").is_err());
+    }
+}
