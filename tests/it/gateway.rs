@@ -216,7 +216,7 @@ async fn hostile_framing_gets_400_and_is_never_forwarded() {
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "bad chunk size: {reply}");
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert!(
         !seen.windows(4).any(|w| w == b"zz\r\n"),
         "the bad chunk was not forwarded"
