@@ -1,7 +1,8 @@
 //! The blog's topology in network namespaces with awscli, s3cmd and rclone
 //! (tests/system/blog.sh), once each with ossrelay, Debian's stone,
 //! ossrelay through a symlink named `stone`, and ossrelay with its DNS
-//! responder instead of any hosts lines. Needs root; skips with the
+//! responder instead of any hosts lines, and that again in http gateway
+//! mode with a bucket allowlist. Needs root; skips with the
 //! reason printed otherwise, and never skips under CI.
 
 use std::path::Path;
@@ -38,7 +39,7 @@ fn run(kind: &str) {
 
 #[test]
 fn blog_topology_with_real_clients() {
-    for kind in ["ossrelay", "stone", "symlink", "dns"] {
+    for kind in ["ossrelay", "stone", "symlink", "dns", "gateway"] {
         run(kind);
     }
 }

@@ -12,13 +12,17 @@
 #                 | dns (ossrelay run with [dns]: the client has NO hosts
 #                   lines, its resolv.conf points at the relay, and a bucket
 #                   configured nowhere is created and used)
+#                 | gateway (as dns, with protocol = "http" and a bucket
+#                   allowlist: a bucket outside it gets AccessDenied and the
+#                   store never sees the request)
 #
 # Needs root, ip netns, awscli, s3cmd, rclone (and stone for RELAY_KIND=stone).
 # Exit 0: every step passed; 1: a step failed; 77: skipped (reason printed).
 set -euo pipefail
 
-bin=${1:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns}
-kind=${2:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns}
+bin=${1:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns|gateway}
+kind=${2:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns|gateway}
+uses_dns() { [ "$kind" = dns ] || [ "$kind" = gateway ]; }
 bin=$(readlink -f "$bin")
 
 skip() { echo "SKIPPED: $*"; exit 77; }
@@ -69,7 +73,7 @@ in_ns "$ns_r" sysctl -qw net.ipv4.ip_forward=1
 in_ns "$ns_c" ip route add default via 10.0.10.1
 in_ns "$ns_x" ip route add 10.0.10.0/24 via 172.31.10.1
 mkdir -p "/etc/netns/$ns_c" "/etc/netns/$ns_x"
-if [ "$kind" = dns ]; then
+if uses_dns; then
   # No hosts lines at all: names come from the relay's DNS responder.
   printf '127.0.0.1 localhost\n' > "/etc/netns/$ns_c/hosts"
   printf 'nameserver 172.31.10.171\n' > "/etc/netns/$ns_c/resolv.conf"
@@ -91,7 +95,7 @@ wait_port() { # ns ip port
 # --- the store (OSS stand-in), reachable only from the relay
 mkdir -p "$work/root"
 in_ns "$ns_o" "$bin" store --root "$work/root" --listen 100.118.0.5:80 --domain "$ENDPOINT" \
-  --bucket "$BUCKET" --access-key "$AK" --secret-key "$SK" >"$work/store.log" 2>&1 &
+  --bucket "$BUCKET" --bucket forbidden-bucket --access-key "$AK" --secret-key "$SK" >"$work/store.log" 2>&1 &
 pids+=($!)
 wait_port "$ns_o" 100.118.0.5 80 || fail "store did not start"
 if in_ns "$ns_c" timeout 3 bash -c "exec 3<>/dev/tcp/100.118.0.5/80" 2>/dev/null; then
@@ -106,10 +110,10 @@ case "$kind" in
   ossrelay) relay=("$bin" stone) ;;
   stone) relay=(stone) ;;
   symlink) ln -s "$bin" "$work/stone"; relay=("$work/stone") ;;
-  dns) relay=("$bin" run -c "$work/relay.toml") ;;
+  dns|gateway) relay=("$bin" run -c "$work/relay.toml") ;;
   *) echo "unknown relay kind $kind"; exit 2 ;;
 esac
-if [ "$kind" = dns ]; then
+if uses_dns; then
   cat > "$work/relay.toml" <<CFG
 [log]
 level = "info"
@@ -122,8 +126,20 @@ answer = ["172.31.10.171"]
 [[relay]]
 name = "oss"
 listen = "0.0.0.0:80"
-upstream = "$ENDPOINT:80"
 CFG
+  if [ "$kind" = gateway ]; then
+    cat >> "$work/relay.toml" <<CFG
+protocol = "http"
+routes = [
+  { host = "*.$ENDPOINT", upstream = "$ENDPOINT:80" },
+  { host = "$ENDPOINT", upstream = "$ENDPOINT:80" },
+]
+buckets = ["$BUCKET", "new-bucket-*"]
+allow_service = true
+CFG
+  else
+    echo "upstream = \"$ENDPOINT:80\"" >> "$work/relay.toml"
+  fi
   (cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}") >"$work/relay.log" 2>&1 &
 else
   (cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}" -d -d "$ENDPOINT:80" 80) >"$work/relay.log" 2>&1 &
@@ -132,7 +148,7 @@ pids+=($!)
 wait_port "$ns_x" 0.0.0.0 80 || fail "relay did not start"
 pass "relay started: ${relay[*]}"
 
-if [ "$kind" = dns ]; then
+if uses_dns; then
   wait_port "$ns_x" 172.31.10.171 53 || fail "dns responder did not start"
   in_ns "$ns_c" getent hosts "new-bucket-123.$ENDPOINT" > "$work/out.txt" || fail "client cannot resolve new-bucket-123.$ENDPOINT"
   grep -q '^172\.31\.10\.171 ' "$work/out.txt" || fail "new-bucket-123.$ENDPOINT does not resolve to the relay"
@@ -215,7 +231,18 @@ rc copyto "oss:$BUCKET/rclone-big.bin" rclone-big.back || fail "rclone big downl
 [ "$(sha256sum < rclone-big.back | cut -d' ' -f1)" = "$big_sum" ] || fail "rclone: 100 MiB SHA-256 differs"
 pass "rclone copy small and 100 MiB, identical"
 
-if [ "$kind" = dns ]; then
+if [ "$kind" = gateway ]; then
+  # A bucket outside the allowlist: refused at the relay, as awscli sees it.
+  if aws_ s3 cp ./test2.txt "s3://forbidden-bucket/test2.txt" >/dev/null; then
+    fail "upload to forbidden-bucket was allowed"
+  fi
+  grep -q "AccessDenied" "$work/last.out" || fail "awscli did not report AccessDenied for forbidden-bucket"
+  [ ! -e "$work/root/forbidden-bucket/test2.txt" ] || fail "the store received the denied upload"
+  grep -q '"forbidden-bucket"' "$work/relay.log" || fail "the relay log does not name the denied bucket"
+  pass "forbidden-bucket: awscli gets AccessDenied from the relay, the store never sees it"
+fi
+
+if uses_dns; then
   # A bucket that is configured nowhere: create it, use it, prove the path.
   aws_ s3 mb "s3://new-bucket-123" >/dev/null || fail "aws s3 mb s3://new-bucket-123"
   aws_ s3 cp ./test2.txt "s3://new-bucket-123/" >/dev/null || fail "aws s3 cp to new-bucket-123"
