@@ -2,7 +2,7 @@
 
 use super::raw::RawRelay;
 use super::{Upstream, Validator};
-use crate::gateway::{BucketPolicy, Gateway, Route, DEFAULT_HEAD_TIMEOUT};
+use crate::gateway::{BucketPolicy, Gateway, Mode, Route, DEFAULT_HEAD_TIMEOUT};
 use crate::pattern::HostPattern;
 
 /// Bucket names and globs: what S3 and OSS allow, plus `*`.
@@ -14,9 +14,15 @@ fn bucket_glob_ok(g: &str) -> bool {
 }
 
 impl Validator<'_> {
-    pub(super) fn gateway(&mut self, i: usize, r: &RawRelay) -> Option<Gateway> {
+    pub(super) fn gateway(&mut self, i: usize, r: &RawRelay, mode: Mode) -> Option<Gateway> {
         let key = |f: &str| format!("relay[{i}].{f}");
         let before = self.problems.len();
+        if mode == Mode::Sni && r.tls.is_some() {
+            self.missing(
+                &key("tls"),
+                "protocol = \"tls\" passes TLS through untouched; to terminate TLS use protocol = \"http\" with tls = {...}",
+            );
+        }
         let mut routes = Vec::new();
         for (j, route) in r.routes.iter().flatten().enumerate() {
             let path = format!("relay[{i}].routes[{j}]");
@@ -36,7 +42,7 @@ impl Validator<'_> {
         if r.routes.as_ref().is_none_or(|v| v.is_empty()) && r.default_route.is_none() {
             self.missing(
                 &key("routes"),
-                "an http relay needs routes, e.g. routes = [{ host = \"*.oss-ap-northeast-1-internal.aliyuncs.com\", upstream = \"oss-ap-northeast-1-internal.aliyuncs.com:80\" }], or a default_route",
+                "an http or tls relay needs routes, e.g. routes = [{ host = \"*.oss-ap-northeast-1-internal.aliyuncs.com\", upstream = \"oss-ap-northeast-1-internal.aliyuncs.com:80\" }], or a default_route",
             );
         }
         let mut globs = |field: &str, list: &Option<Vec<toml::Spanned<String>>>| -> Vec<String> {
@@ -63,6 +69,7 @@ impl Validator<'_> {
             return None;
         }
         Some(Gateway {
+            mode,
             routes,
             default_route,
             policy: BucketPolicy {

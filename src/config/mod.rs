@@ -275,8 +275,11 @@ impl RelayConfig {
             "health".to_string()
         } else if self.identd {
             "identd".to_string()
-        } else if self.gateway.is_some() {
-            "http".to_string()
+        } else if let Some(g) = &self.gateway {
+            match g.mode {
+                crate::gateway::Mode::Http => "http".to_string(),
+                crate::gateway::Mode::Sni => "tls".to_string(),
+            }
         } else if self.proxy.is_some() {
             "proxy".to_string()
         } else if let Some(p) = &self.upstream_unix {
@@ -548,12 +551,12 @@ impl Validator<'_> {
             Some(p) => match p.get_ref().as_str() {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
-                "proxy" | "health" | "http" => Protocol::Tcp,
+                "proxy" | "health" | "http" | "tls" => Protocol::Tcp,
                 other => {
                     self.problem(
                         &key("protocol"),
                         p,
-                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\", \"http\", \"proxy\" or \"health\""),
+                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\", \"http\", \"tls\", \"proxy\" or \"health\""),
                     );
                     Protocol::Tcp
                 }
@@ -589,9 +592,14 @@ impl Validator<'_> {
         if !is_proxy && r.proxy_allow.is_some() {
             self.missing(&key("proxy_allow"), "only applies to protocol = \"proxy\"");
         }
-        let is_http = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "http");
-        let gateway = if is_http {
-            self.gateway(i, r)
+        let gw_mode = match r.protocol.as_ref().map(|p| p.get_ref().as_str()) {
+            Some("http") => Some(crate::gateway::Mode::Http),
+            Some("tls") => Some(crate::gateway::Mode::Sni),
+            _ => None,
+        };
+        let is_http = gw_mode.is_some();
+        let gateway = if let Some(mode) = gw_mode {
+            self.gateway(i, r, mode)
         } else {
             self.not_gateway(i, r);
             None
@@ -609,7 +617,8 @@ impl Validator<'_> {
                 self.problem(
                     &key("upstream"),
                     u,
-                    "http relays route with `routes` (and `default_route`), not `upstream`".into(),
+                    "http and tls relays route with `routes` (and `default_route`), not `upstream`"
+                        .into(),
                 );
                 None
             }

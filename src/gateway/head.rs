@@ -6,7 +6,6 @@
 /// The largest head accepted, request or response.
 pub const MAX_HEAD: usize = 64 * 1024;
 
-
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -53,7 +52,10 @@ pub struct Response {
 /// `MAX_HEAD` bytes are searched: a longer head is never complete.
 pub fn head_end(buf: &[u8]) -> Option<usize> {
     let window = &buf[..buf.len().min(MAX_HEAD)];
-    window.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    window
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
 }
 
 fn is_tchar(b: u8) -> bool {

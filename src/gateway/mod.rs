@@ -4,6 +4,7 @@
 
 pub mod head;
 pub mod http;
+pub mod sni;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,9 +35,20 @@ pub struct BucketPolicy {
     pub allow_service: bool,
 }
 
+/// What the gateway reads to route a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Each HTTP request's Host (`protocol = "http"`).
+    Http,
+    /// The TLS ClientHello's server name (`protocol = "tls"`).
+    Sni,
+}
+
 /// The gateway settings of one relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gateway {
+    /// HTTP or SNI routing.
+    pub mode: Mode,
     /// Routes in order; the first match wins.
     pub routes: Vec<Route>,
     /// Where requests for other hosts go; `None` refuses them with 421.
@@ -203,6 +215,7 @@ mod tests {
             port: 80,
         };
         Gateway {
+            mode: Mode::Http,
             routes: vec![
                 Route {
                     host: HostPattern::parse("*.oss.test").unwrap(),

@@ -227,17 +227,17 @@ async fn handle(
         return;
     }
     if let Some(gw) = &cfg.gateway {
-        crate::gateway::http::serve(
-            gw,
-            cfg,
-            shared.id,
-            client,
-            peer,
-            shared.resolver.as_ref(),
-            force,
-            &meter,
-        )
-        .await;
+        let resolver = shared.resolver.as_ref();
+        let id = shared.id;
+        match gw.mode {
+            crate::gateway::Mode::Http => {
+                crate::gateway::http::serve(gw, cfg, id, client, peer, resolver, force, &meter)
+                    .await
+            }
+            crate::gateway::Mode::Sni => {
+                crate::gateway::sni::serve(gw, cfg, id, client, peer, resolver, force, &meter).await
+            }
+        }
         record.reason = CloseReason::Eof;
         record.bytes_from_client = meter.from_client.load(std::sync::atomic::Ordering::Relaxed);
         record.bytes_to_client = meter.to_client.load(std::sync::atomic::Ordering::Relaxed);

@@ -249,3 +249,163 @@ async fn slow_heads_are_cut_off() {
     assert!(seen.lock().unwrap().is_empty());
     relay.shutdown().await;
 }
+
+async fn sni_gateway(name: &str, up: SocketAddr) -> Relay {
+    let toml = format!(
+        "[[relay]]\nname = \"{name}\"\nprotocol = \"tls\"\nlisten = \"127.0.0.1:0\"\nroutes = [{{ host = \"*.oss.test\", upstream = \"{up}\" }}]\nbuckets = [\"good\"]\n"
+    );
+    let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e:?}"));
+    Relay::start(
+        cfg.relays[0].clone(),
+        Arc::new(ossrelay::resolve::SystemResolver::new()),
+    )
+    .await
+}
+
+/// A ClientHello for `name`, as one TLS record.
+fn client_hello(name: &str) -> Vec<u8> {
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(cfg),
+        rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+/// The same handshake message re-framed as two TLS records.
+fn two_records(hello: &[u8]) -> Vec<u8> {
+    let payload = &hello[5..];
+    let (a, b) = payload.split_at(payload.len() / 2);
+    let mut out = Vec::new();
+    for part in [a, b] {
+        out.extend_from_slice(&hello[..3]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_passthrough_routes_split_and_multi_record_hellos_byte_for_byte() {
+    let (up, seen) = recording_upstream().await;
+    let relay = sni_gateway("t-sni-raw", up).await;
+    let hello = client_hello("good.oss.test");
+    // Split across two reads.
+    let mut s = TcpStream::connect(relay.addr).await.unwrap();
+    s.write_all(&hello[..7]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(&hello[7..]).await.unwrap();
+    for _ in 0..200 {
+        if seen.lock().unwrap().len() >= hello.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        hello.as_slice(),
+        "replayed unchanged"
+    );
+    drop(s);
+    // One handshake message over two records.
+    let framed = two_records(&client_hello("good.oss.test"));
+    let (up2, seen2) = recording_upstream().await;
+    let relay2 = sni_gateway("t-sni-raw2", up2).await;
+    let mut s = TcpStream::connect(relay2.addr).await.unwrap();
+    s.write_all(&framed).await.unwrap();
+    for _ in 0..200 {
+        if seen2.lock().unwrap().len() >= framed.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen2.lock().unwrap().as_slice(), framed.as_slice());
+    // A denied name gets a fatal access_denied alert and nothing goes up.
+    let mut d = TcpStream::connect(relay.addr).await.unwrap();
+    d.write_all(&client_hello("attacker.oss.test"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), d.read_to_end(&mut got)).await;
+    assert_eq!(got, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49]);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        hello.len(),
+        "denied hello not forwarded"
+    );
+    relay.shutdown().await;
+    relay2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_through_sni_passthrough() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var("CI").is_err(), "CI must have openssl");
+        eprintln!("SKIPPED openssl_s_client_through_sni_passthrough: openssl not installed");
+        return;
+    }
+    let dir = TempDir::new("sni-openssl");
+    let pki = crate::pki::Pki::new(&dir.0);
+    let up = crate::pki::tls_echo_server(&pki.certkey);
+    let relay = sni_gateway("t-sni-openssl", SocketAddr::from(([127, 0, 0, 1], up))).await;
+    let addr = relay.addr.to_string();
+    let run = |name: Option<&'static str>| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut cmd = std::process::Command::new("openssl");
+            cmd.args(["s_client", "-connect", &addr, "-quiet"]);
+            match name {
+                Some(n) => cmd.args(["-servername", n]),
+                None => cmd.arg("-noservername"),
+            };
+            let mut child = cmd
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child.stdin.take().unwrap().write_all(b"through sni\n");
+            let out = child.wait_with_output().unwrap();
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).to_lowercase(),
+            )
+        })
+    };
+    let (out, _) = run(Some("good.oss.test")).await.unwrap();
+    assert!(out.contains("through sni"), "allowed name echoed: {out}");
+    let (out, err) = run(Some("attacker.oss.test")).await.unwrap();
+    assert!(
+        !out.contains("through sni") && err.contains("access denied"),
+        "{err}"
+    );
+    let (out, err) = run(None).await.unwrap();
+    assert!(
+        !out.contains("through sni") && err.contains("unrecognized name"),
+        "{err}"
+    );
+    let rec: Vec<_> = records("t-sni-openssl")
+        .into_iter()
+        .filter(|v| v["event"] == "tls")
+        .collect();
+    assert!(
+        rec.iter()
+            .any(|r| r["host"] == "attacker.oss.test" && r["decision"] == "denied"),
+        "{rec:?}"
+    );
+    relay.shutdown().await;
+}

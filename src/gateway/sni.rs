@@ -1,0 +1,216 @@
+//! `protocol = "tls"`: route and police TLS connections by the server name
+//! in the ClientHello, without terminating TLS. The ClientHello is parsed
+//! by rustls (it may arrive split across reads or span several records);
+//! the bytes read are then replayed to the upstream unchanged and the rest
+//! is spliced. Only the name is visible: requests inside the tunnel are
+//! not (use `protocol = "http"` with `tls` for per-request policy).
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::head::MAX_HEAD;
+use super::Gateway;
+use crate::config::RelayConfig;
+use crate::relay::copy::{self, Meter};
+use crate::resolve::Resolve;
+
+/// TLS alert descriptions sent on refusal (RFC 8446 6.2).
+const ACCESS_DENIED: u8 = 49;
+const UNRECOGNIZED_NAME: u8 = 112;
+const DECODE_ERROR: u8 = 50;
+
+async fn alert(client: &mut TcpStream, description: u8) {
+    // A fatal alert in a TLS 1.2-versioned record, which every client
+    // parses before the handshake has picked a version.
+    let _ = client
+        .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description])
+        .await;
+    let _ = client.shutdown().await;
+}
+
+/// What the ClientHello said, or why it could not be read.
+enum Hello {
+    Name(Option<String>),
+    Closed,
+    Bad(String),
+}
+
+async fn read_hello(client: &mut TcpStream, seen: &mut Vec<u8>, gw: &Gateway) -> Hello {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let deadline = tokio::time::Instant::now() + gw.head_timeout;
+    let mut tmp = vec![0u8; 16 * 1024];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, client.read(&mut tmp)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Hello::Closed,
+            Ok(Ok(n)) => n,
+            Err(_) => return Hello::Bad("no ClientHello in time".into()),
+        };
+        seen.extend_from_slice(&tmp[..n]);
+        if seen.len() > MAX_HEAD {
+            return Hello::Bad("ClientHello over 64 KiB".into());
+        }
+        let mut cur = &tmp[..n];
+        while !cur.is_empty() {
+            match acceptor.read_tls(&mut cur) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Hello::Bad(format!("not TLS: {e}")),
+            }
+        }
+        match acceptor.accept() {
+            Ok(None) => continue,
+            Ok(Some(accepted)) => {
+                return Hello::Name(
+                    accepted
+                        .client_hello()
+                        .server_name()
+                        .map(|s| s.to_ascii_lowercase()),
+                )
+            }
+            Err((e, _)) => return Hello::Bad(format!("not a TLS ClientHello: {e}")),
+        }
+    }
+}
+
+/// Serves one passthrough connection.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    gw: &Gateway,
+    cfg: &RelayConfig,
+    id: i32,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    resolver: &dyn Resolve,
+    force: &CancellationToken,
+    meter: &Meter,
+) {
+    let fd = client.as_raw_fd();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let name = match read_hello(&mut client, &mut seen, gw).await {
+        Hello::Name(n) => n,
+        Hello::Closed => return,
+        Hello::Bad(why) => {
+            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer}: {why}");
+            alert(&mut client, DECODE_ERROR).await;
+            record(cfg, peer, None, None, "bad-request", &why, started, meter);
+            return;
+        }
+    };
+    meter
+        .from_client
+        .fetch_add(seen.len() as u64, Ordering::Relaxed);
+    let host = name.clone().unwrap_or_default();
+    let target = match gw.target(&host, "/") {
+        Some(t) => t,
+        None => {
+            let why = match &name {
+                Some(n) => format!("no route for server name {n:?}"),
+                None => "no server name (SNI) and no default_route".into(),
+            };
+            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer}: {why}");
+            alert(&mut client, UNRECOGNIZED_NAME).await;
+            record(
+                cfg,
+                peer,
+                name.as_deref(),
+                None,
+                "denied",
+                &why,
+                started,
+                meter,
+            );
+            return;
+        }
+    };
+    // Passthrough sees no path: a bucket comes only from a virtual-hosted
+    // name; the bare endpoint counts as a request without a bucket.
+    let bucket = target.bucket;
+    if let Err(why) = gw.check(bucket.as_deref()) {
+        tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer} {host}: {why}");
+        alert(&mut client, ACCESS_DENIED).await;
+        record(
+            cfg,
+            peer,
+            name.as_deref(),
+            bucket.as_deref(),
+            "denied",
+            &why,
+            started,
+            meter,
+        );
+        return;
+    }
+    let (mut upstream, addr) = match crate::relay::tcp::connect_one(cfg, target.upstream, resolver)
+        .await
+    {
+        Ok(pair) => pair,
+        Err(why) => {
+            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect to {} failed: {why}", target.upstream);
+            record(
+                cfg,
+                peer,
+                name.as_deref(),
+                bucket.as_deref(),
+                "allowed",
+                &why,
+                started,
+                meter,
+            );
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let _ = client.set_nodelay(true);
+    if upstream.write_all(&seen).await.is_err() {
+        return;
+    }
+    tracing::debug!(relay = %cfg.name, "{id} TCP {fd}: {host} -> {addr}");
+    let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, meter, None).await;
+    let why = outcome.error.map(|e| e.to_string()).unwrap_or_default();
+    record(
+        cfg,
+        peer,
+        name.as_deref(),
+        bucket.as_deref(),
+        "allowed",
+        &why,
+        started,
+        meter,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    cfg: &RelayConfig,
+    peer: SocketAddr,
+    name: Option<&str>,
+    bucket: Option<&str>,
+    decision: &str,
+    reason: &str,
+    started: Instant,
+    meter: &Meter,
+) {
+    tracing::info!(
+        target: "ossrelay::access",
+        event = "tls",
+        relay = %cfg.name,
+        client = %peer,
+        host = name.unwrap_or("-"),
+        bucket = bucket.unwrap_or("-"),
+        bytes_from_client = meter.from_client.load(Ordering::Relaxed),
+        bytes_to_client = meter.to_client.load(Ordering::Relaxed),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        decision,
+        reason,
+        "{peer} TLS {} bucket={} {decision}",
+        name.unwrap_or("-"),
+        bucket.unwrap_or("-")
+    );
+}
