@@ -265,6 +265,19 @@ pub struct RelayConfig {
     pub identd: bool,
     /// `protocol = "http"`: route and police each request.
     pub gateway: Option<crate::gateway::Gateway>,
+    /// PROXY protocol in and out.
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// PROXY protocol settings of a relay.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyProtocol {
+    /// Require this header from clients, which must match the ACL (the
+    /// load balancers); the relay's own ACL then applies to the client
+    /// named in the header.
+    pub accept: Option<(crate::relay::proxy_protocol::Version, Acl)>,
+    /// Send this header version to the upstream.
+    pub send: Option<crate::relay::proxy_protocol::Version>,
 }
 
 impl RelayConfig {
@@ -320,6 +333,7 @@ impl RelayConfig {
             rewrite: None,
             identd: false,
             gateway: None,
+            proxy_protocol: ProxyProtocol::default(),
         }
     }
 
@@ -797,6 +811,7 @@ impl Validator<'_> {
                 "TLS is not available on proxy and health relays yet",
             );
         }
+        let proxy_protocol = self.proxy_protocol(i, r, protocol);
         if self.problems.len() != before {
             return None;
         }
@@ -833,7 +848,56 @@ impl Validator<'_> {
             rewrite: None,
             identd: false,
             gateway,
+            proxy_protocol,
         })
+    }
+
+    fn proxy_protocol(&mut self, i: usize, r: &RawRelay, protocol: Protocol) -> ProxyProtocol {
+        use crate::relay::proxy_protocol::Version;
+        let Some(pp) = &r.proxy_protocol else {
+            return ProxyProtocol::default();
+        };
+        let path = format!("relay[{i}].proxy_protocol");
+        if protocol == Protocol::Udp {
+            self.problem(&path, pp, "PROXY protocol applies to tcp relays".into());
+        }
+        let raw = pp.get_ref();
+        let mut out = ProxyProtocol::default();
+        if let Some(s) = &raw.send {
+            match Version::parse(s) {
+                Ok(v) => out.send = Some(v),
+                Err(e) => self.problem(&path, pp, format!("send: {e}")),
+            }
+        }
+        let no_sources = raw.accept_from.as_ref().is_none_or(|f| f.is_empty());
+        match (&raw.accept, &raw.accept_from) {
+            (None, None) => {}
+            (Some(_), _) if no_sources => self.problem(
+                &path,
+                pp,
+                "accept needs accept_from: the load balancers' addresses (anyone else could spoof a client address)".into(),
+            ),
+            (None, Some(_)) => self.problem(&path, pp, "accept_from needs accept = \"v1\" or \"v2\"".into()),
+            (Some(v), from) => {
+                let from = from.iter().flatten();
+                let mut rules = Vec::new();
+                for f in from {
+                    match Cidr::parse_list_entry(f) {
+                        Ok(blocks) => rules.extend(blocks.into_iter().map(|block| Rule {
+                            action: Action::Allow,
+                            block,
+                            mode: 0,
+                        })),
+                        Err(e) => self.problem(&path, pp, format!("accept_from: {e}")),
+                    }
+                }
+                match Version::parse(v) {
+                    Ok(v) => out.accept = Some((v, Acl::new(rules))),
+                    Err(e) => self.problem(&path, pp, format!("accept: {e}")),
+                }
+            }
+        }
+        out
     }
 
     fn acl(&mut self, i: usize, r: &RawRelay) -> Acl {

@@ -124,6 +124,20 @@ pub struct RawRelay {
     pub allow_service: Option<bool>,
     /// `protocol = "http"`: time allowed for a request head.
     pub header_timeout: Option<Spanned<String>>,
+    /// PROXY protocol in and out.
+    pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
+}
+
+/// `proxy_protocol = { accept = "v2", accept_from = ["10.0.0.0/8"], send = "v1" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocol {
+    /// Require this header version from clients.
+    pub accept: Option<String>,
+    /// The load balancers allowed to send it (CIDRs); required with `accept`.
+    pub accept_from: Option<Vec<String>>,
+    /// Send this header version to the upstream.
+    pub send: Option<String>,
 }
 
 /// `{ host = "*.oss-…aliyuncs.com", upstream = "oss-…aliyuncs.com:80" }`

@@ -53,6 +53,7 @@ pub async fn serve(
     meter: &Meter,
 ) {
     let fd = client.as_raw_fd();
+    let local = client.local_addr().ok();
     let client: Io = match &cfg.tls {
         None => Box::new(client),
         Some(tls) => match tokio::time::timeout(gw.head_timeout, tls.acceptor.accept(client)).await
@@ -204,7 +205,7 @@ pub async fn serve(
         if up.as_ref().is_none_or(|u| u.route != target.route) {
             // A different route needs a different upstream connection.
             drop(up.take());
-            match connect(cfg, target.upstream, resolver).await {
+            match connect(cfg, target.upstream, resolver, peer, local).await {
                 Ok(u) => {
                     up = Some(Upstream {
                         route: target.route,
@@ -361,9 +362,14 @@ async fn connect(
     cfg: &RelayConfig,
     target: &crate::config::Upstream,
     resolver: &dyn Resolve,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
 ) -> Result<Upstream, String> {
     let (tcp, addr) = crate::relay::tcp::connect_one(cfg, target, resolver).await?;
     let _ = tcp.set_nodelay(true);
+    crate::relay::tcp::send_proxy_header(cfg, &tcp, peer, local)
+        .await
+        .map_err(|e| format!("sending the PROXY header to {addr}: {e}"))?;
     let io: Io = match &cfg.upstream_tls {
         None => Box::new(tcp),
         Some(tls) => {

@@ -168,6 +168,12 @@ pub async fn serve(
     };
     let _ = upstream.set_nodelay(true);
     let _ = client.set_nodelay(true);
+    if crate::relay::tcp::send_proxy_header(cfg, &upstream, peer, client.local_addr().ok())
+        .await
+        .is_err()
+    {
+        return;
+    }
     if upstream.write_all(&seen).await.is_err() {
         return;
     }

@@ -6,6 +6,7 @@ pub mod dump;
 pub mod health;
 pub mod ident;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod rewrite;
 mod script;
 #[cfg(target_os = "linux")]

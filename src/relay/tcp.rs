@@ -127,7 +127,20 @@ impl TcpRelay {
                 }
             };
             let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
-            let (action, rule) = self.cfg.acl.check(peer.ip());
+            // Behind a load balancer the peer is the balancer: check it
+            // against accept_from here, and the real client after the
+            // PROXY header.
+            if let Some((_, from)) = &self.cfg.proxy_protocol.accept {
+                if from.check(peer.ip()).0 == Action::Deny {
+                    tracing::warn!(relay = %self.cfg.name, "stone {}: PROXY protocol violation: {peer} is not in accept_from", self.id);
+                    refuse(&shared, &stream, peer, CloseReason::BadRequest);
+                    continue;
+                }
+            }
+            let (action, rule) = match self.cfg.proxy_protocol.accept {
+                Some(_) => (Action::Allow, None),
+                None => self.cfg.acl.check(peer.ip()),
+            };
             if action == Action::Deny {
                 let why = rule.map_or_else(
                     || "no allow rule matched".to_string(),
@@ -199,6 +212,29 @@ async fn handle(
     let cfg = &shared.cfg;
     let meter = Meter::new();
     let fd = client.as_raw_fd();
+    let (peer, mode) = match &cfg.proxy_protocol.accept {
+        None => (peer, mode),
+        Some((version, _)) => {
+            let limit = cfg.connect_timeout.min(Duration::from_secs(10));
+            let original = match super::proxy_protocol::read(&client, *version, limit).await {
+                Ok(o) => o.unwrap_or(peer),
+                Err(e) => {
+                    tracing::warn!(relay = %cfg.name, "stone {}: PROXY protocol violation from {peer}: {e}", shared.id);
+                    refuse(shared, &client, peer, CloseReason::BadRequest);
+                    return;
+                }
+            };
+            let original = SocketAddr::new(canonical(original.ip()), original.port());
+            let (action, rule) = cfg.acl.check(original.ip());
+            if action == Action::Deny {
+                tracing::warn!(relay = %cfg.name, "stone {}: access denied: from {original} via {peer}", shared.id);
+                refuse(shared, &client, original, CloseReason::RefusedAcl);
+                return;
+            }
+            let mode = rule.map(|r| r.mode).filter(|m| *m > 0).unwrap_or(cfg.dump);
+            (original, mode)
+        }
+    };
     tracing::info!(relay = %cfg.name, "stone {}: accepted TCP {fd} from {peer} mode={mode:x}", shared.id);
     set_options(&client, cfg);
     let mut record = AccessRecord {
@@ -284,6 +320,13 @@ async fn handle(
         }
     };
     record.upstream = Some(addr);
+    if let Err(e) = send_proxy_header(cfg, &upstream, peer, client.local_addr().ok()).await {
+        tracing::warn!(relay = %cfg.name, "{} TCP {fd}: sending the PROXY header: {e}", shared.id);
+        record.reason = CloseReason::Reset;
+        record.duration = meter.elapsed();
+        record.emit();
+        return;
+    }
     let _ident = super::ident::register(&upstream, shared.listen_port);
     crate::observe::stats::pair_opened();
     set_options(&upstream, cfg);
@@ -325,6 +368,31 @@ async fn handle(
     drop(upstream);
     crate::observe::stats::pair_closed();
     record.emit();
+}
+
+/// Writes the configured PROXY header (client `peer`, destination the
+/// address it reached) to a freshly connected upstream.
+pub(crate) async fn send_proxy_header(
+    cfg: &RelayConfig,
+    upstream: &TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> io::Result<()> {
+    let Some(v) = cfg.proxy_protocol.send else {
+        return Ok(());
+    };
+    let local = local.ok_or_else(|| io::Error::other("local address unknown"))?;
+    let h = super::proxy_protocol::header(v, peer, local);
+    let mut sent = 0;
+    while sent < h.len() {
+        upstream.writable().await?;
+        match upstream.try_write(&h[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Proxy mode: read the request head, check the destination, connect.

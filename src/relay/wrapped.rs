@@ -126,6 +126,12 @@ async fn pair(
     })?;
     record.upstream = Some(addr);
     super::tcp::set_options(&upstream, cfg);
+    super::tcp::send_proxy_header(cfg, &upstream, ends.peer, ends.local)
+        .await
+        .map_err(|e| {
+            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: sending the PROXY header: {e}");
+            CloseReason::Reset
+        })?;
     let _ident = super::ident::register(&upstream, shared.listen_port);
     let ufd = upstream.as_raw_fd();
     let upstream: Io = match &cfg.upstream_tls {

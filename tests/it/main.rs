@@ -8,6 +8,7 @@ mod dns;
 mod gateway;
 mod helpers;
 mod pki;
+mod proxy_protocol;
 mod stone_diff;
 #[cfg(feature = "store")]
 mod store;
