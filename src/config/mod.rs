@@ -970,17 +970,24 @@ impl Validator<'_> {
                         self.problem(&path, e, format!("{:?}: expected \"<cidr> <ports>\", e.g. \"10.0.0.0/8 80,443\"", e.get_ref()));
                         continue;
                     };
-                    let blocks = match Cidr::parse_list_entry(hosts) {
-                        Ok(b) => b,
-                        Err(err) => {
-                            self.problem(&path, e, err);
-                            continue;
-                        }
+                    // An address block, or a host name pattern matched
+                    // against the name the client asked for.
+                    let (blocks, names) = match Cidr::parse_list_entry(hosts) {
+                        Ok(b) => (b, Vec::new()),
+                        Err(cidr_err) => match crate::pattern::HostPattern::parse(hosts) {
+                            Ok(p) => (Vec::new(), vec![p]),
+                            Err(_) => {
+                                self.problem(&path, e, format!("{cidr_err}; nor is it a host name or *.suffix pattern"));
+                                continue;
+                            }
+                        },
                     };
                     match parse_ports(ports.trim()) {
                         Ok(ports) => rules.push(DestRule {
                             ports,
-                            hosts: Acl::new(blocks.into_iter().map(|block| Rule { action: Action::Allow, block, mode: 0 }).collect()),
+                            // Deny by default: a name-only rule allows no address.
+                            hosts: Acl::with_default(blocks.into_iter().map(|block| Rule { action: Action::Allow, block, mode: 0 }).collect(), Action::Deny),
+                            names,
                         }),
                         Err(err) => self.problem(&path, e, err),
                     }

@@ -26,6 +26,8 @@ pub struct DestRule {
     pub ports: Vec<RangeInclusive<u16>>,
     /// Addresses allowed on those ports.
     pub hosts: Acl,
+    /// Host names (as the client asked for them) allowed on those ports.
+    pub names: Vec<crate::pattern::HostPattern>,
 }
 
 /// Where a proxy may connect. With no rules every destination is allowed
@@ -43,6 +45,13 @@ pub struct DestPolicy {
 }
 
 impl DestPolicy {
+    /// Whether a rule covering `port` allows the name `host` itself.
+    pub fn allows_name(&self, host: &str, port: u16) -> bool {
+        self.rules.iter().any(|r| {
+            r.ports.iter().any(|p| p.contains(&port)) && r.names.iter().any(|n| n.matches(host))
+        })
+    }
+
     /// Whether `ip:port` may be reached.
     pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
         if self.only_v6.is_some_and(|v6| v6 != ip.is_ipv6()) {
@@ -214,9 +223,13 @@ pub async fn setup(
                 ))
             }
         };
+    let by_name = policy.allows_name(&target.host, target.port);
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
-        .filter(|a| policy.allows(a.ip(), a.port()))
+        .filter(|a| {
+            let family_ok = policy.only_v6.is_none_or(|v6| v6 == a.is_ipv6());
+            family_ok && (by_name || policy.allows(a.ip(), a.port()))
+        })
         .collect();
     if allowed.is_empty() {
         return Ok(Setup::Refused(
@@ -313,10 +326,12 @@ mod tests {
                 DestRule {
                     ports: parse_ports("1-65535").unwrap(),
                     hosts: only("10.0.0.0/8"),
+                    names: vec![],
                 },
                 DestRule {
                     ports: parse_ports("80,443").unwrap(),
                     hosts: only("192.168.0.0/16"),
+                    names: vec![],
                 },
             ],
             last_match_wins: true,

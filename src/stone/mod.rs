@@ -458,6 +458,7 @@ fn option_group(
                     per.proxy_rules.push(crate::relay::proxy::DestRule {
                         ports,
                         hosts: Acl::with_default(rules, default),
+                        names: Vec::new(),
                     });
                 }
             }

@@ -602,3 +602,57 @@ async fn upstream_connections_use_the_configured_source_address() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_allows_names_and_refuses_cloud_metadata() {
+    let server = TcpListener::bind(local()).await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut v = vec![0u8; 1024];
+                let n = s.read(&mut v).await.unwrap_or(0);
+                let _ = s.write_all(&v[..n]).await;
+            });
+        }
+    });
+    let text = format!(
+        "[[relay]]\nname = \"t-proxy-names\"\nprotocol = \"proxy\"\nlisten = \"127.0.0.1:0\"\nproxy_allow = [\"localhost {port}\", \"10.0.0.0/8 80,443\"]\n"
+    );
+    let cfg = ossrelay::config::Config::parse(&text)
+        .unwrap()
+        .relays
+        .remove(0);
+    let relay = Relay::start(cfg, system()).await;
+    let ask = |req: String| async move {
+        let mut c = TcpStream::connect(relay.addr).await.unwrap();
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 12];
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut head)).await;
+        String::from_utf8_lossy(&head).into_owned()
+    };
+    let by_name = ask(format!(
+        "CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+    ))
+    .await;
+    assert!(
+        by_name.starts_with("HTTP/1.0 200"),
+        "allowed by name: {by_name}"
+    );
+    let by_ip = ask(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n")).await;
+    assert!(
+        by_ip.starts_with("HTTP/1.0 403"),
+        "the address itself is not listed: {by_ip}"
+    );
+    for meta in ["169.254.169.254:80", "100.100.100.200:80"] {
+        let r = ask(format!("CONNECT {meta} HTTP/1.1\r\n\r\n")).await;
+        assert!(r.starts_with("HTTP/1.0 403"), "{meta}: {r}");
+        let host = meta.split(':').next().unwrap();
+        let r = ask(format!(
+            "GET http://{host}/latest/meta-data/ HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        ))
+        .await;
+        assert!(r.starts_with("HTTP/1.0 403"), "{meta} absolute-form: {r}");
+    }
+    relay.shutdown().await;
+}
