@@ -35,9 +35,9 @@ pub fn entries(relay: IpAddr, endpoints: &[String], buckets: &[String]) -> Vec<E
     out
 }
 
-/// The endpoints a run config serves: the `[dns]` names (a `*.suffix`
-/// contributes its suffix, which buckets are put in front of) and every
-/// relay upstream that is a host name. Also the relay address from
+/// The endpoints a run config serves: the `[dns]` names and gateway
+/// routes (a `*.suffix` contributes its suffix, which buckets are put in
+/// front of) and every other relay upstream that is a host name. Also the relay address from
 /// `[dns] answer` when `relay` is not given.
 pub fn from_config(cfg: &Config, relay: Option<IpAddr>) -> Result<(IpAddr, Vec<String>), String> {
     let mut endpoints: Vec<String> = Vec::new();
@@ -55,6 +55,15 @@ pub fn from_config(cfg: &Config, relay: Option<IpAddr>) -> Result<(IpAddr, Vec<S
         }
     }
     for r in &cfg.relays {
+        // A gateway's routes name the endpoints clients use.
+        for route in r.gateway.iter().flat_map(|g| &g.routes) {
+            match &route.host {
+                HostPattern::Exact(n) | HostPattern::Below(n) => add(n),
+            }
+        }
+        if r.gateway.is_some() {
+            continue;
+        }
         let host = &r.upstream.host;
         let plain = r.proxy.is_none() && r.health.is_none() && r.upstream_unix.is_none();
         if plain && host.parse::<IpAddr>().is_err() {

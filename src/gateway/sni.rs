@@ -55,27 +55,43 @@ async fn read_hello(client: &mut TcpStream, seen: &mut Vec<u8>, gw: &Gateway) ->
         if seen.len() > MAX_HEAD {
             return Hello::Bad("ClientHello over 64 KiB".into());
         }
-        let mut cur = &tmp[..n];
-        while !cur.is_empty() {
-            match acceptor.read_tls(&mut cur) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Hello::Bad(format!("not TLS: {e}")),
-            }
-        }
-        match acceptor.accept() {
+        match step(&mut acceptor, &tmp[..n]) {
             Ok(None) => continue,
-            Ok(Some(accepted)) => {
-                return Hello::Name(
-                    accepted
-                        .client_hello()
-                        .server_name()
-                        .map(|s| s.to_ascii_lowercase()),
-                )
-            }
-            Err((e, _)) => return Hello::Bad(format!("not a TLS ClientHello: {e}")),
+            Ok(Some(name)) => return Hello::Name(name),
+            Err(why) => return Hello::Bad(why),
         }
     }
+}
+
+/// Feeds bytes to the ClientHello reader: `Ok(None)` wants more bytes,
+/// `Ok(Some(name))` is the (lower-cased) server name, if the hello had one.
+pub fn step(
+    acceptor: &mut rustls::server::Acceptor,
+    data: &[u8],
+) -> Result<Option<Option<String>>, String> {
+    let mut cur = data;
+    while !cur.is_empty() {
+        match acceptor.read_tls(&mut cur) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("not TLS: {e}")),
+        }
+    }
+    match acceptor.accept() {
+        Ok(None) => Ok(None),
+        Ok(Some(accepted)) => Ok(Some(
+            accepted
+                .client_hello()
+                .server_name()
+                .map(|s| s.to_ascii_lowercase()),
+        )),
+        Err((e, _)) => Err(format!("not a TLS ClientHello: {e}")),
+    }
+}
+
+/// The server name in a complete ClientHello (for tests and fuzzing).
+pub fn server_name(data: &[u8]) -> Result<Option<Option<String>>, String> {
+    step(&mut rustls::server::Acceptor::default(), data)
 }
 
 /// Serves one passthrough connection.

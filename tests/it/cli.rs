@@ -326,6 +326,18 @@ fn hosts_prints_the_blogs_lines_and_checks_a_file() {
         text.contains("stale, points to 10.0.0.9 instead of the relay 172.31.10.171"),
         "{text}"
     );
+    // A gateway config's routes name the endpoints.
+    let gw = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway-http.toml");
+    let out = Command::new(bin())
+        .args(["hosts", "--relay", "172.31.10.171", "--from-config"])
+        .arg(&gw)
+        .args(["--bucket", "aws-alibaba-oss"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "172.31.10.171 oss-ap-northeast-1-internal.aliyuncs.com\n172.31.10.171 aws-alibaba-oss.oss-ap-northeast-1-internal.aliyuncs.com\n"
+    );
     let bad = Command::new(bin())
         .args(["hosts", "--endpoint", "x"])
         .output()
