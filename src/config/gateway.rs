@@ -45,6 +45,24 @@ impl Validator<'_> {
                 "an http or tls relay needs routes, e.g. routes = [{ host = \"*.oss-ap-northeast-1-internal.aliyuncs.com\", upstream = \"oss-ap-northeast-1-internal.aliyuncs.com:80\" }], or a default_route",
             );
         }
+        let policy = self.bucket_policy(i, r);
+        let head_timeout = self
+            .duration(&key("header_timeout"), &r.header_timeout)
+            .unwrap_or(DEFAULT_HEAD_TIMEOUT);
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Gateway {
+            mode,
+            routes,
+            default_route,
+            policy,
+            head_timeout,
+        })
+    }
+
+    /// `buckets`, `deny_buckets` and `allow_service`.
+    pub(super) fn bucket_policy(&mut self, i: usize, r: &RawRelay) -> BucketPolicy {
         let mut globs = |field: &str, list: &Option<Vec<toml::Spanned<String>>>| -> Vec<String> {
             let mut out = Vec::new();
             for (j, g) in list.iter().flatten().enumerate() {
@@ -62,33 +80,22 @@ impl Validator<'_> {
         };
         let allow = r.buckets.as_ref().map(|_| globs("buckets", &r.buckets));
         let deny = globs("deny_buckets", &r.deny_buckets);
-        let head_timeout = self
-            .duration(&key("header_timeout"), &r.header_timeout)
-            .unwrap_or(DEFAULT_HEAD_TIMEOUT);
-        if self.problems.len() != before {
-            return None;
+        BucketPolicy {
+            allow,
+            deny,
+            allow_service: r.allow_service.unwrap_or(false),
         }
-        Some(Gateway {
-            mode,
-            routes,
-            default_route,
-            policy: BucketPolicy {
-                allow,
-                deny,
-                allow_service: r.allow_service.unwrap_or(false),
-            },
-            head_timeout,
-        })
     }
 
     /// The http keys on a relay of another protocol are mistakes.
     pub(super) fn not_gateway(&mut self, i: usize, r: &RawRelay) {
+        let proxy = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "proxy");
         let set = [
             ("routes", r.routes.is_some()),
             ("default_route", r.default_route.is_some()),
-            ("buckets", r.buckets.is_some()),
-            ("deny_buckets", r.deny_buckets.is_some()),
-            ("allow_service", r.allow_service.is_some()),
+            ("buckets", r.buckets.is_some() && !proxy),
+            ("deny_buckets", r.deny_buckets.is_some() && !proxy),
+            ("allow_service", r.allow_service.is_some() && !proxy),
             ("header_timeout", r.header_timeout.is_some()),
         ];
         for (k, present) in set {

@@ -1000,6 +1000,8 @@ impl Validator<'_> {
             rules,
             last_match_wins: false,
             only_v6: None,
+            buckets: (r.buckets.is_some() || r.deny_buckets.is_some() || r.allow_service.is_some())
+                .then(|| self.bucket_policy(i, r)),
         }
     }
 

@@ -130,7 +130,14 @@ impl Gateway {
 
     /// `Err(reason)` when the policy refuses `bucket`.
     pub fn check(&self, bucket: Option<&str>) -> Result<(), String> {
-        let p = &self.policy;
+        self.policy.check(bucket)
+    }
+}
+
+impl BucketPolicy {
+    /// `Err(reason)` when this policy refuses `bucket`.
+    pub fn check(&self, bucket: Option<&str>) -> Result<(), String> {
+        let p = self;
         let Some(b) = bucket else {
             return if p.allow_service {
                 Ok(())

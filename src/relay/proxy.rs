@@ -42,9 +42,28 @@ pub struct DestPolicy {
     /// stone's `proxy/v4only` (false) and `proxy/v6only` (true): only
     /// destinations of that address family.
     pub only_v6: Option<bool>,
+    /// Bucket policy for requests to object-storage names (TOML only).
+    pub buckets: Option<crate::gateway::BucketPolicy>,
 }
 
 impl DestPolicy {
+    /// The bucket a request through the proxy names: the labels before a
+    /// `*.suffix` name rule's suffix, or for a forwarded request to an
+    /// exact name, the first path segment.
+    pub fn bucket_of(&self, host: &str, path: Option<&str>) -> Option<String> {
+        let names = self.rules.iter().flat_map(|r| &r.names);
+        for n in names {
+            if let Some(b) = n.prefix_of(host) {
+                return Some(b.to_string());
+            }
+            if n.matches(host) {
+                let first = path?.trim_start_matches('/').split(['/', '?']).next()?;
+                return (!first.is_empty()).then(|| first.to_string());
+            }
+        }
+        None
+    }
+
     /// Whether a rule covering `port` allows the name `host` itself.
     pub fn allows_name(&self, host: &str, port: u16) -> bool {
         self.rules.iter().any(|r| {
@@ -336,6 +355,7 @@ mod tests {
             ],
             last_match_wins: true,
             only_v6: None,
+            buckets: None,
         };
         assert!(p.allows("10.1.1.1".parse().unwrap(), 22));
         assert!(!p.allows("10.1.1.1".parse().unwrap(), 80));

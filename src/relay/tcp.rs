@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -431,7 +432,35 @@ async fn proxy_connect(
         }
     };
     tracing::info!(relay = %cfg.name, "proxy {fd} -> http://{}:{}", target.host, target.port);
-    match proxy::setup(
+    if let Some(bp) = &policy.buckets {
+        let path = (!target.tunnel)
+            .then(|| {
+                String::from_utf8_lossy(&target.head)
+                    .split(' ')
+                    .nth(1)
+                    .map(str::to_string)
+            })
+            .flatten();
+        let bucket = policy.bucket_of(&target.host, path.as_deref());
+        if let Err(why) = bp.check(bucket.as_deref()) {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy denied {}:{}: {why}", shared.id, target.host, target.port);
+            if target.tunnel {
+                proxy::refuse(client, 403, &why).await;
+            } else {
+                let reply = crate::gateway::error_response(
+                    403,
+                    "AccessDenied",
+                    &format!("{why} (ossrelay bucket policy)"),
+                    bucket.as_deref(),
+                    &target.host,
+                );
+                let _ = client.write_all(&reply).await;
+                let _ = client.shutdown().await;
+            }
+            return Err(CloseReason::RefusedDestination);
+        }
+    }
+    let connected = match proxy::setup(
         client,
         &target,
         &early,
@@ -455,7 +484,46 @@ async fn proxy_connect(
             tracing::debug!(relay = %cfg.name, "{} TCP {fd}: proxy: {e}", shared.id);
             Err(CloseReason::Reset)
         }
+    };
+    // A tunnel that carries TLS: police its server name too, since it
+    // need not match the CONNECT target.
+    let (mut up, addr) = connected?;
+    if let (Some(bp), true) = (&policy.buckets, target.tunnel) {
+        let mut hello = Vec::new();
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut tmp = vec![0u8; 16 * 1024];
+        loop {
+            let n = match tokio::time::timeout(proxy::HEAD_TIMEOUT, client.read(&mut tmp)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return Err(CloseReason::BadRequest),
+            };
+            hello.extend_from_slice(&tmp[..n]);
+            if hello[0] != 0x16 {
+                // Not TLS: nothing more to read a bucket from.
+                break;
+            }
+            let name = match crate::gateway::sni::step(&mut acceptor, &tmp[..n]) {
+                Ok(None) if hello.len() < 64 * 1024 => continue,
+                Ok(Some(name)) => name,
+                _ => return Err(CloseReason::BadRequest),
+            };
+            let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
+            if let Err(why) = bp.check(bucket.as_deref()) {
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", shared.id, target.host);
+                let _ = client
+                    .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49])
+                    .await;
+                let _ = client.shutdown().await;
+                return Err(CloseReason::RefusedDestination);
+            }
+            break;
+        }
+        meter
+            .from_client
+            .fetch_add(hello.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        up.write_all(&hello).await.map_err(|_| CloseReason::Reset)?;
     }
+    Ok((up, addr))
 }
 
 /// Picks the destinations for one connection: the backup while the

@@ -575,6 +575,7 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
         rules: Vec::new(),
         last_match_wins: true,
         only_v6: None,
+        buckets: None,
     });
     Ok(Stone {
         target: spec::Target {

@@ -409,3 +409,70 @@ async fn openssl_s_client_through_sni_passthrough() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_proxy_applies_the_bucket_policy() {
+    let (up, seen) = recording_upstream().await;
+    let port = up.port();
+    let toml = format!(
+        "[[relay]]\nname = \"t-proxy-buckets\"\nprotocol = \"proxy\"\nlisten = \"127.0.0.1:0\"\nproxy_allow = [\"*.oss.test {port}\", \"oss.test {port}\"]\nbuckets = [\"good\"]\n"
+    );
+    let cfg = Config::parse(&toml)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .relays
+        .remove(0);
+    let names = ossrelay::resolve::StaticResolver::new();
+    for n in ["good.oss.test", "attacker.oss.test", "oss.test"] {
+        names.set(n, vec!["127.0.0.1".parse().unwrap()]);
+    }
+    let relay = Relay::start(cfg, Arc::new(names)).await;
+    let ok = exchange(
+        relay.addr,
+        format!("GET http://good.oss.test:{port}/k HTTP/1.1\r\nHost: good.oss.test:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(ok.contains("200 OK"), "{ok}");
+    for target in [
+        format!("attacker.oss.test:{port}/k"),
+        format!("oss.test:{port}/attacker/k"),
+    ] {
+        let host = target.split('/').next().unwrap().to_string();
+        let r = exchange(
+            relay.addr,
+            format!("GET http://{target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            r.starts_with("HTTP/1.1 403")
+                && r.contains("<Code>AccessDenied</Code>")
+                && r.contains("<BucketName>attacker</BucketName>"),
+            "{target}: {r}"
+        );
+    }
+    // A tunnel whose TLS server name names another bucket than CONNECT did.
+    let mut s = TcpStream::connect(relay.addr).await.unwrap();
+    s.write_all(format!("CONNECT good.oss.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; "HTTP/1.0 200 Connection established\r\n\r\n".len()];
+    s.read_exact(&mut head).await.unwrap();
+    s.write_all(&client_hello("attacker.oss.test"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert_eq!(
+        got,
+        [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49],
+        "access_denied alert"
+    );
+    let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert_eq!(
+        seen.matches("GET ").count(),
+        1,
+        "only the allowed request went up: {seen}"
+    );
+    assert!(!seen.contains("attacker"), "{seen}");
+    relay.shutdown().await;
+}
