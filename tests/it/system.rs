@@ -1,8 +1,9 @@
 //! The blog's topology in network namespaces with awscli, s3cmd and rclone
 //! (tests/system/blog.sh), once each with ossrelay, Debian's stone,
 //! ossrelay through a symlink named `stone`, and ossrelay with its DNS
-//! responder instead of any hosts lines, and that again in http gateway
-//! mode with a bucket allowlist. Needs root; skips with the
+//! responder instead of any hosts lines, that again in http gateway mode
+//! with a bucket allowlist (plain and TLS-terminating), and the forward
+//! proxy with only proxy settings on the client. Needs root; skips with the
 //! reason printed otherwise, and never skips under CI.
 
 use std::path::Path;
@@ -39,7 +40,15 @@ fn run(kind: &str) {
 
 #[test]
 fn blog_topology_with_real_clients() {
-    for kind in ["ossrelay", "stone", "symlink", "dns", "gateway"] {
+    for kind in [
+        "ossrelay",
+        "stone",
+        "symlink",
+        "dns",
+        "gateway",
+        "gateway-tls",
+        "proxy",
+    ] {
         run(kind);
     }
 }

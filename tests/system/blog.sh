@@ -15,21 +15,28 @@
 #                 | gateway (as dns, with protocol = "http" and a bucket
 #                   allowlist: a bucket outside it gets AccessDenied and the
 #                   store never sees the request)
+#                 | gateway-tls (as gateway, but clients speak HTTPS to the
+#                   relay, which terminates TLS with a CA made here)
+#                 | proxy (protocol = "proxy": the client has no hosts lines
+#                   and no DNS for OSS names, only HTTP_PROXY settings)
 #
 # Needs root, ip netns, awscli, s3cmd, rclone (and stone for RELAY_KIND=stone).
 # Exit 0: every step passed; 1: a step failed; 77: skipped (reason printed).
 set -euo pipefail
 
-bin=${1:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns|gateway}
-kind=${2:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns|gateway}
-uses_dns() { [ "$kind" = dns ] || [ "$kind" = gateway ]; }
+bin=${1:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns|gateway|gateway-tls|proxy}
+kind=${2:?usage: blog.sh OSSRELAY_BIN ossrelay|stone|symlink|dns|gateway|gateway-tls|proxy}
+uses_dns() { [ "$kind" = dns ] || [ "$kind" = gateway ] || [ "$kind" = gateway-tls ]; }
+is_gateway() { [ "$kind" = gateway ] || [ "$kind" = gateway-tls ]; }
+polices() { is_gateway || [ "$kind" = proxy ]; }
+scheme=http; [ "$kind" = gateway-tls ] && scheme=https
 bin=$(readlink -f "$bin")
 
 skip() { echo "SKIPPED: $*"; exit 77; }
 [ "$(id -u)" = 0 ] || skip "needs root for ip netns"
 command -v ip >/dev/null || skip "ip (iproute2) not installed"
 ip netns list >/dev/null 2>&1 || skip "ip netns unavailable"
-for t in aws s3cmd rclone sha256sum; do command -v "$t" >/dev/null || skip "$t not installed"; done
+for t in aws s3cmd rclone sha256sum openssl; do command -v "$t" >/dev/null || skip "$t not installed"; done
 [ "$kind" != stone ] || command -v stone >/dev/null || skip "stone not installed"
 
 ENDPOINT=oss-ap-northeast-1-internal.aliyuncs.com
@@ -77,11 +84,21 @@ if uses_dns; then
   # No hosts lines at all: names come from the relay's DNS responder.
   printf '127.0.0.1 localhost\n' > "/etc/netns/$ns_c/hosts"
   printf 'nameserver 172.31.10.171\n' > "/etc/netns/$ns_c/resolv.conf"
+elif [ "$kind" = proxy ]; then
+  # No OSS names at all on the client: the proxy resolves them.
+  printf '127.0.0.1 localhost\n172.31.10.171 relay\n' > "/etc/netns/$ns_c/hosts"
+  printf 'nameserver 192.0.2.1\n' > "/etc/netns/$ns_c/resolv.conf"
 else
   # Exactly the blog's two lines.
   printf '172.31.10.171 %s\n172.31.10.171 %s.%s\n' "$ENDPOINT" "$BUCKET" "$ENDPOINT" > "/etc/netns/$ns_c/hosts"
 fi
 printf '127.0.0.1 localhost\n100.118.0.5 %s\n' "$ENDPOINT" > "/etc/netns/$ns_x/hosts"
+if [ "$kind" = proxy ]; then
+  # OSS's DNS answers every bucket name; the relay's hosts file stands in.
+  for b in "$BUCKET" forbidden-bucket new-bucket-123; do
+    printf '100.118.0.5 %s.%s\n' "$b" "$ENDPOINT" >> "/etc/netns/$ns_x/hosts"
+  done
+fi
 pass "namespaces: client 10.0.10.30, router, relay 172.31.10.171, oss 100.118.0.5"
 
 wait_port() { # ns ip port
@@ -110,9 +127,33 @@ case "$kind" in
   ossrelay) relay=("$bin" stone) ;;
   stone) relay=(stone) ;;
   symlink) ln -s "$bin" "$work/stone"; relay=("$work/stone") ;;
-  dns|gateway) relay=("$bin" run -c "$work/relay.toml") ;;
+  dns|gateway|gateway-tls|proxy) relay=("$bin" run -c "$work/relay.toml") ;;
   *) echo "unknown relay kind $kind"; exit 2 ;;
 esac
+if [ "$kind" = gateway-tls ]; then
+  # A CA and a certificate for the endpoint and *.endpoint, made here.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=system test CA" \
+    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$ENDPOINT" \
+    -keyout "$work/relay.key" -out "$work/relay.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:%s,DNS:*.%s\n' "$ENDPOINT" "$ENDPOINT" > "$work/san.ext"
+  openssl x509 -req -in "$work/relay.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 2 -extfile "$work/san.ext" -out "$work/relay.pem" 2>/dev/null
+fi
+if [ "$kind" = proxy ]; then
+  cat > "$work/relay.toml" <<CFG
+[log]
+level = "info"
+
+[[relay]]
+name = "oss-proxy"
+protocol = "proxy"
+listen = "0.0.0.0:3128"
+proxy_allow = ["*.$ENDPOINT 80", "$ENDPOINT 80"]
+buckets = ["$BUCKET", "new-bucket-*"]
+allow_service = true
+CFG
+fi
 if uses_dns; then
   cat > "$work/relay.toml" <<CFG
 [log]
@@ -125,9 +166,12 @@ answer = ["172.31.10.171"]
 
 [[relay]]
 name = "oss"
-listen = "0.0.0.0:80"
+listen = "0.0.0.0:$([ "$kind" = gateway-tls ] && echo 443 || echo 80)"
 CFG
-  if [ "$kind" = gateway ]; then
+  if [ "$kind" = gateway-tls ]; then
+    echo "tls = { cert = \"relay.pem\", key = \"relay.key\" }" >> "$work/relay.toml"
+  fi
+  if is_gateway; then
     cat >> "$work/relay.toml" <<CFG
 protocol = "http"
 routes = [
@@ -140,12 +184,17 @@ CFG
   else
     echo "upstream = \"$ENDPOINT:80\"" >> "$work/relay.toml"
   fi
+fi
+if [ -f "$work/relay.toml" ]; then
   (cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}") >"$work/relay.log" 2>&1 &
 else
   (cd "$work" && exec ip netns exec "$ns_x" "${relay[@]}" -d -d "$ENDPOINT:80" 80) >"$work/relay.log" 2>&1 &
 fi
 pids+=($!)
-wait_port "$ns_x" 0.0.0.0 80 || fail "relay did not start"
+relay_port=80
+[ "$kind" = gateway-tls ] && relay_port=443
+[ "$kind" = proxy ] && relay_port=3128
+wait_port "$ns_x" 0.0.0.0 "$relay_port" || fail "relay did not start"
 pass "relay started: ${relay[*]}"
 
 if uses_dns; then
@@ -168,10 +217,16 @@ region = oss-ap-northeast-1
 s3 =
     addressing_style = virtual
 CFG
+client_env=(env -u AWS_CA_BUNDLE)
+[ "$kind" = gateway-tls ] && client_env=(env AWS_CA_BUNDLE="$work/ca.pem")
+[ "$kind" = proxy ] && client_env=(env -u AWS_CA_BUNDLE HTTP_PROXY=http://172.31.10.171:3128 http_proxy=http://172.31.10.171:3128)
+# rclone refuses AWS_CA_BUNDLE outright; it takes RCLONE_CA_CERT instead.
+rclone_env=(env -u AWS_CA_BUNDLE)
+[ "$kind" = proxy ] && rclone_env=("${client_env[@]}")
 aws_() {
-  in_ns "$ns_c" env AWS_CONFIG_FILE="$work/aws.cfg" AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+  in_ns "$ns_c" "${client_env[@]}" AWS_CONFIG_FILE="$work/aws.cfg" AWS_SHARED_CREDENTIALS_FILE=/dev/null \
     AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" \
-    aws --endpoint-url "http://$ENDPOINT" "$@" 2>"$work/last.out"
+    aws --endpoint-url "$scheme://$ENDPOINT" "$@" 2>"$work/last.out"
 }
 # Outputs go to files before grep: with pipefail, `grep -q` closing the pipe
 # early would fail the client with SIGPIPE.
@@ -196,9 +251,12 @@ access_key = $AK
 secret_key = $SK
 host_base = $ENDPOINT
 host_bucket = %(bucket)s.$ENDPOINT
-use_https = False
+use_https = $([ "$scheme" = https ] && echo True || echo False)
+ca_certs_file = $([ "$scheme" = https ] && echo "$work/ca.pem")
 bucket_location = oss-ap-northeast-1
 signature_v2 = False
+proxy_host = $([ "$kind" = proxy ] && echo 172.31.10.171)
+proxy_port = $([ "$kind" = proxy ] && echo 3128 || echo 0)
 CFG
 s3c() { in_ns "$ns_c" s3cmd -c "$work/s3cmd.cfg" "$@" 2>"$work/last.out"; }
 s3c ls > out.txt && has "s3://$BUCKET" || fail "s3cmd ls"
@@ -215,9 +273,10 @@ pass "s3cmd put/get small and 100 MiB multipart, identical"
 # --- rclone
 rc() {
   # A CA bundle in the environment (AWS_CA_BUNDLE) makes rclone refuse plain HTTP.
-  in_ns "$ns_c" env -u AWS_CA_BUNDLE RCLONE_CONFIG=/dev/null RCLONE_CONFIG_OSS_TYPE=s3 RCLONE_CONFIG_OSS_PROVIDER=Other \
+  in_ns "$ns_c" "${rclone_env[@]}" RCLONE_CONFIG=/dev/null RCLONE_CONFIG_OSS_TYPE=s3 RCLONE_CONFIG_OSS_PROVIDER=Other \
+    RCLONE_CA_CERT="$([ "$scheme" = https ] && echo "$work/ca.pem")" \
     RCLONE_CONFIG_OSS_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_OSS_SECRET_ACCESS_KEY="$SK" \
-    RCLONE_CONFIG_OSS_ENDPOINT="http://$ENDPOINT" RCLONE_CONFIG_OSS_FORCE_PATH_STYLE=false \
+    RCLONE_CONFIG_OSS_ENDPOINT="$scheme://$ENDPOINT" RCLONE_CONFIG_OSS_FORCE_PATH_STYLE=false \
     RCLONE_CONFIG_OSS_REGION=oss-ap-northeast-1 rclone "$@" 2>"$work/last.out"
 }
 rc lsd oss: > out.txt && has "$BUCKET" || fail "rclone lsd"
@@ -231,7 +290,7 @@ rc copyto "oss:$BUCKET/rclone-big.bin" rclone-big.back || fail "rclone big downl
 [ "$(sha256sum < rclone-big.back | cut -d' ' -f1)" = "$big_sum" ] || fail "rclone: 100 MiB SHA-256 differs"
 pass "rclone copy small and 100 MiB, identical"
 
-if [ "$kind" = gateway ]; then
+if polices; then
   # A bucket outside the allowlist: refused at the relay, as awscli sees it.
   if aws_ s3 cp ./test2.txt "s3://forbidden-bucket/test2.txt" >/dev/null; then
     fail "upload to forbidden-bucket was allowed"
@@ -242,14 +301,18 @@ if [ "$kind" = gateway ]; then
   pass "forbidden-bucket: awscli gets AccessDenied from the relay, the store never sees it"
 fi
 
-if uses_dns; then
+if uses_dns || [ "$kind" = proxy ]; then
   # A bucket that is configured nowhere: create it, use it, prove the path.
   aws_ s3 mb "s3://new-bucket-123" >/dev/null || fail "aws s3 mb s3://new-bucket-123"
   aws_ s3 cp ./test2.txt "s3://new-bucket-123/" >/dev/null || fail "aws s3 cp to new-bucket-123"
   aws_ s3 cp "s3://new-bucket-123/test2.txt" ./new-back.txt >/dev/null || fail "aws download from new-bucket-123"
   cmp test2.txt new-back.txt || fail "new-bucket-123: test2.txt differs"
-  pass "awscli creates and uses new-bucket-123 with no hosts entry anywhere"
-  in_ns "$ns_c" "$bin" check --endpoint "$ENDPOINT" --bucket new-bucket-123 --expect-relay 172.31.10.171 \
+  pass "awscli creates and uses new-bucket-123, a name configured nowhere on the client"
+fi
+if uses_dns; then
+  https=(); [ "$kind" = gateway-tls ] && https=(--https)
+  in_ns "$ns_c" env SSL_CERT_FILE="$work/ca.pem" "$bin" check --endpoint "$ENDPOINT" --bucket new-bucket-123 \
+    --expect-relay 172.31.10.171 "${https[@]}" \
     --access-key "$AK" --secret-key "$SK" --upload-test 1M > "$work/check.txt" 2>"$work/last.out" \
     || { cat "$work/check.txt"; fail "ossrelay check from the client"; }
   grep -q "all checks passed" "$work/check.txt" || fail "ossrelay check did not pass"
