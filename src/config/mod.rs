@@ -863,6 +863,14 @@ impl Validator<'_> {
         }
         let raw = pp.get_ref();
         let mut out = ProxyProtocol::default();
+        let is_proxy = r.protocol.as_ref().is_some_and(|p| p.get_ref() == "proxy");
+        if raw.send.is_some() && is_proxy {
+            self.problem(
+                &path,
+                pp,
+                "send is not available on proxy relays (the destination is chosen per request)".into(),
+            );
+        }
         if let Some(s) = &raw.send {
             match Version::parse(s) {
                 Ok(v) => out.send = Some(v),

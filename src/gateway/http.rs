@@ -351,6 +351,63 @@ pub async fn serve(
     }
 }
 
+/// What a forward proxy needs to relay one absolute-form request.
+pub struct OneRequest {
+    /// Bytes the client sent after the head.
+    pub early: Vec<u8>,
+    /// The request body's framing.
+    pub framing: Framing,
+    /// HEAD: the response has no body.
+    pub head_request: bool,
+}
+
+/// Relays the body of one request (its head already sent) and its
+/// response, then stops: anything the client sends after that request is
+/// never forwarded, so a kept-alive proxy connection cannot carry a
+/// second, unchecked request. Returns the response status.
+pub async fn exchange_once(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    one: OneRequest,
+    idle: Duration,
+    meter: &Meter,
+) -> Result<u16, String> {
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    let mut buf = one.early;
+    let mut ubuf = Vec::new();
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let body = forward_body(
+        &mut cr,
+        &mut buf,
+        &mut uw,
+        one.framing,
+        idle,
+        Some(&meter.from_client),
+        &up,
+        meter,
+    );
+    let resp = relay_response(
+        &mut ur,
+        &mut ubuf,
+        &mut cw,
+        one.head_request,
+        idle,
+        &down,
+        meter,
+    );
+    let result = tokio::try_join!(body, resp);
+    meter
+        .to_client
+        .fetch_add(down.load(Ordering::Relaxed), Ordering::Relaxed);
+    let _ = cw.shutdown().await;
+    match result {
+        Ok(((), (status, _))) => Ok(status),
+        Err(Stop::BadBody(why)) => Err(why.to_string()),
+        Err(Stop::BadResponse(why) | Stop::Io(why)) => Err(why),
+    }
+}
+
 struct Upstream {
     route: Option<usize>,
     r: ReadHalf<Io>,

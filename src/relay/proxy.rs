@@ -169,7 +169,27 @@ pub fn parse_head(head: &[u8]) -> Result<Target, &'static str> {
         None => (after, "/"),
     };
     let (host, port) = split_host_port(authority, Some(80)).ok_or("bad host in request target")?;
-    let head = format!("{method} {path} {version}\r\n{rest}").into_bytes();
+    // One request per upstream connection: the destination and bucket were
+    // checked for this request only, so a kept-alive connection must not
+    // carry the next one (which may name another bucket) past the checks.
+    let mut head = format!("{method} {path} {version}\r\n");
+    for h in rest.split("\r\n").filter(|l| !l.is_empty()) {
+        let name = h
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !matches!(
+            name.as_str(),
+            "connection" | "proxy-connection" | "keep-alive"
+        ) {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let head = head.into_bytes();
     Ok(Target {
         host,
         port,
@@ -314,16 +334,18 @@ mod tests {
             (t.host.as_str(), t.port, t.tunnel),
             ("oss.example", 443, true)
         );
-        let t =
-            parse_head(b"GET http://10.0.0.1:8080/a/b?c HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n\r\n")
-                .unwrap();
+        let t = parse_head(
+            b"GET http://10.0.0.1:8080/a/b?c HTTP/1.1\r\nHost: 10.0.0.1:8080\r\nProxy-Connection: keep-alive\r\nConnection: keep-alive\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.tunnel),
             ("10.0.0.1", 8080, false)
         );
-        assert!(t
-            .head
-            .starts_with(b"GET /a/b?c HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n\r\n"));
+        assert_eq!(
+            t.head, b"GET /a/b?c HTTP/1.1\r\nHost: 10.0.0.1:8080\r\nConnection: close\r\n\r\n",
+            "one request per connection"
+        );
         let t = parse_head(b"GET http://[::1]/ HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 80));
         assert!(parse_head(b"GET /local HTTP/1.1\r\n\r\n").is_err());

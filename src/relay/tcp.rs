@@ -297,6 +297,8 @@ async fn handle(
         super::wrapped::handle(shared, client, peer, &meter, record, force).await;
         return;
     }
+    // Set by proxy_connect for an absolute-form request: relay just it.
+    let mut one_request = None;
     let connected = match &cfg.proxy {
         None => tokio::select! {
             r = connect(shared) => r.map(|(s, a, _)| (s, a)).map_err(|why| {
@@ -306,11 +308,11 @@ async fn handle(
             _ = force.cancelled() => Err(CloseReason::Shutdown),
         },
         Some(policy) => tokio::select! {
-            r = proxy_connect(shared, &mut client, policy, &meter) => r,
+            r = proxy_connect(shared, &mut client, policy, &meter, &mut one_request) => r,
             _ = force.cancelled() => Err(CloseReason::Shutdown),
         },
     };
-    let (upstream, addr) = match connected {
+    let (mut upstream, addr) = match connected {
         Ok(pair) => pair,
         Err(reason) => {
             record.reason = reason;
@@ -329,6 +331,25 @@ async fn handle(
         return;
     }
     let _ident = super::ident::register(&upstream, shared.listen_port);
+    if let Some(one) = one_request {
+        set_options(&upstream, cfg);
+        let r = tokio::select! {
+            r = crate::gateway::http::exchange_once(&mut client, &mut upstream, one, cfg.idle_timeout, &meter) => r,
+            _ = force.cancelled() => Err("shutting down".into()),
+        };
+        record.reason = match r {
+            Ok(_) => CloseReason::Eof,
+            Err(why) => {
+                tracing::debug!(relay = %cfg.name, "{} TCP {fd}: proxied request: {why}", shared.id);
+                CloseReason::Reset
+            }
+        };
+        record.bytes_from_client = meter.from_client.load(std::sync::atomic::Ordering::Relaxed);
+        record.bytes_to_client = meter.to_client.load(std::sync::atomic::Ordering::Relaxed);
+        record.duration = meter.elapsed();
+        record.emit();
+        return;
+    }
     crate::observe::stats::pair_opened();
     set_options(&upstream, cfg);
     tracing::debug!(relay = %cfg.name, "{} TCP {fd}: established to {} {addr}", shared.id, upstream.as_raw_fd());
@@ -403,6 +424,7 @@ async fn proxy_connect(
     client: &mut TcpStream,
     policy: &proxy::DestPolicy,
     meter: &Meter,
+    one_request: &mut Option<crate::gateway::http::OneRequest>,
 ) -> Result<(TcpStream, SocketAddr), CloseReason> {
     let cfg = &shared.cfg;
     let fd = client.as_raw_fd();
@@ -432,6 +454,29 @@ async fn proxy_connect(
         }
     };
     tracing::info!(relay = %cfg.name, "proxy {fd} -> http://{}:{}", target.host, target.port);
+    // With a bucket policy, an absolute-form request is relayed on its own
+    // (see exchange_once), framed by its original head, which must be
+    // unambiguous. Without one (stone's proxy) the pair is spliced as
+    // stone does: later requests go to the same, already checked,
+    // destination.
+    let early = if target.tunnel || policy.buckets.is_none() {
+        early
+    } else {
+        let req = match crate::gateway::head::parse_request(&head) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {why}", shared.id);
+                proxy::refuse(client, 400, why).await;
+                return Err(CloseReason::BadRequest);
+            }
+        };
+        *one_request = Some(crate::gateway::http::OneRequest {
+            early,
+            framing: req.framing,
+            head_request: req.method == "HEAD",
+        });
+        Vec::new()
+    };
     if let Some(bp) = &policy.buckets {
         let path = (!target.tunnel)
             .then(|| {

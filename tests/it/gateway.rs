@@ -450,6 +450,13 @@ async fn forward_proxy_applies_the_bucket_policy() {
             "{target}: {r}"
         );
     }
+    // Keep-alive: a second request on the same connection names another
+    // bucket. It must not ride along unchecked.
+    let two = format!(
+        "GET http://good.oss.test:{port}/a HTTP/1.1\r\nHost: good.oss.test:{port}\r\n\r\nGET http://attacker.oss.test:{port}/b HTTP/1.1\r\nHost: attacker.oss.test:{port}\r\n\r\n"
+    );
+    let r = exchange(relay.addr, two.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
     // A tunnel whose TLS server name names another bucket than CONNECT did.
     let mut s = TcpStream::connect(relay.addr).await.unwrap();
     s.write_all(format!("CONNECT good.oss.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
@@ -470,8 +477,8 @@ async fn forward_proxy_applies_the_bucket_policy() {
     let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
     assert_eq!(
         seen.matches("GET ").count(),
-        1,
-        "only the allowed request went up: {seen}"
+        2,
+        "only the allowed requests went up: {seen}"
     );
     assert!(!seen.contains("attacker"), "{seen}");
     relay.shutdown().await;

@@ -301,6 +301,32 @@ if polices; then
   pass "forbidden-bucket: awscli gets AccessDenied from the relay, the store never sees it"
 fi
 
+if polices; then
+  # boto3, virtual-hosted and signed: the allowed bucket works, the other
+  # one raises AccessDenied as parsed by botocore.
+  cat > "$work/boto.py" <<'PY'
+import os, sys
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+endpoint, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="oss-ap-northeast-1",
+                  aws_access_key_id=os.environ["AK"], aws_secret_access_key=os.environ["SK"],
+                  config=Config(s3={"addressing_style": "virtual"}))
+s3.put_object(Bucket=bucket, Key="boto3.txt", Body=b"boto3 through the relay")
+assert s3.get_object(Bucket=bucket, Key="boto3.txt")["Body"].read() == b"boto3 through the relay"
+try:
+    s3.list_objects_v2(Bucket="forbidden-bucket")
+    sys.exit("forbidden-bucket was listed")
+except ClientError as e:
+    assert e.response["Error"]["Code"] == "AccessDenied", e.response
+print("boto3 ok")
+PY
+  in_ns "$ns_c" "${client_env[@]}" AK="$AK" SK="$SK" python3 "$work/boto.py" "$scheme://$ENDPOINT" "$BUCKET" \
+    > out.txt 2>"$work/last.out" && has "boto3 ok" || fail "boto3 through the relay"
+  pass "boto3 put/get on $BUCKET, AccessDenied on forbidden-bucket"
+fi
+
 if uses_dns || [ "$kind" = proxy ]; then
   # A bucket that is configured nowhere: create it, use it, prove the path.
   aws_ s3 mb "s3://new-bucket-123" >/dev/null || fail "aws s3 mb s3://new-bucket-123"
