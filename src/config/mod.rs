@@ -868,7 +868,8 @@ impl Validator<'_> {
             self.problem(
                 &path,
                 pp,
-                "send is not available on proxy relays (the destination is chosen per request)".into(),
+                "send is not available on proxy relays (the destination is chosen per request)"
+                    .into(),
             );
         }
         if let Some(s) = &raw.send {

@@ -544,8 +544,13 @@ async fn proxy_connect(
             };
             hello.extend_from_slice(&tmp[..n]);
             if hello[0] != 0x16 {
-                // Not TLS: nothing more to read a bucket from.
-                break;
+                // Plain HTTP inside a tunnel could name any bucket in
+                // request after request; with a bucket policy only TLS
+                // (checked by its server name) or absolute-form requests
+                // (checked one by one) may pass.
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {} carries no TLS; refused under the bucket policy (send plain HTTP as absolute-form requests)", shared.id, target.host);
+                let _ = client.shutdown().await;
+                return Err(CloseReason::RefusedDestination);
             }
             let name = match crate::gateway::sni::step(&mut acceptor, &tmp[..n]) {
                 Ok(None) if hello.len() < 64 * 1024 => continue,

@@ -457,6 +457,19 @@ async fn forward_proxy_applies_the_bucket_policy() {
     );
     let r = exchange(relay.addr, two.as_bytes()).await;
     assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    // Plain HTTP inside a tunnel cannot be policed request by request.
+    let mut t = TcpStream::connect(relay.addr).await.unwrap();
+    t.write_all(format!("CONNECT good.oss.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; "HTTP/1.0 200 Connection established\r\n\r\n".len()];
+    t.read_exact(&mut head).await.unwrap();
+    t.write_all(b"GET /k HTTP/1.1\r\nHost: attacker.oss.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut got)).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     // A tunnel whose TLS server name names another bucket than CONNECT did.
     let mut s = TcpStream::connect(relay.addr).await.unwrap();
     s.write_all(format!("CONNECT good.oss.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
