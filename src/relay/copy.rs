@@ -267,7 +267,9 @@ async fn read_past_mark(
     count: &AtomicU64,
     meter: &Meter,
 ) -> io::Result<bool> {
-    let mut b = [0u8; 4096];
+    // On the heap: an inline array would sit in every pair's task state,
+    // idle or not, for a path that runs only at urgent marks.
+    let mut b = vec![0u8; 4096];
     match src.try_read(&mut b) {
         Ok(0) => Ok(false),
         Ok(n) => {

@@ -251,12 +251,14 @@ async fn handle(
         reason: CloseReason::ConnectFailed,
     };
     if let Some(h) = &cfg.health {
-        super::health::serve(
+        // Rare modes run boxed: their state (read buffers and all) would
+        // otherwise sit inline in every connection's task, idle or not.
+        Box::pin(super::health::serve(
             client,
             &crate::observe::stats::mappings(),
             &h.config,
             h.debug,
-        )
+        ))
         .await;
         record.reason = CloseReason::Eof;
         record.duration = meter.elapsed();
@@ -268,11 +270,16 @@ async fn handle(
         let id = shared.id;
         match gw.mode {
             crate::gateway::Mode::Http => {
-                crate::gateway::http::serve(gw, cfg, id, client, peer, resolver, force, &meter)
-                    .await
+                Box::pin(crate::gateway::http::serve(
+                    gw, cfg, id, client, peer, resolver, force, &meter,
+                ))
+                .await
             }
             crate::gateway::Mode::Sni => {
-                crate::gateway::sni::serve(gw, cfg, id, client, peer, resolver, force, &meter).await
+                Box::pin(crate::gateway::sni::serve(
+                    gw, cfg, id, client, peer, resolver, force, &meter,
+                ))
+                .await
             }
         }
         record.reason = CloseReason::Eof;
@@ -283,7 +290,7 @@ async fn handle(
         return;
     }
     if cfg.identd {
-        super::ident::serve(client, peer.ip()).await;
+        Box::pin(super::ident::serve(client, peer.ip())).await;
         record.reason = CloseReason::Eof;
         record.duration = meter.elapsed();
         record.emit();
@@ -294,7 +301,10 @@ async fn handle(
         || cfg.upstream_unix.is_some()
         || cfg.rewrite.is_some()
     {
-        super::wrapped::handle(shared, client, peer, &meter, record, force).await;
+        Box::pin(super::wrapped::handle(
+            shared, client, peer, &meter, record, force,
+        ))
+        .await;
         return;
     }
     // Set by proxy_connect for an absolute-form request: relay just it.
@@ -308,7 +318,7 @@ async fn handle(
             _ = force.cancelled() => Err(CloseReason::Shutdown),
         },
         Some(policy) => tokio::select! {
-            r = proxy_connect(shared, &mut client, policy, &meter, &mut one_request) => r,
+            r = Box::pin(proxy_connect(shared, &mut client, policy, &meter, &mut one_request)) => r,
             _ = force.cancelled() => Err(CloseReason::Shutdown),
         },
     };
@@ -334,7 +344,7 @@ async fn handle(
     if let Some(one) = one_request {
         set_options(&upstream, cfg);
         let r = tokio::select! {
-            r = crate::gateway::http::exchange_once(&mut client, &mut upstream, one, cfg.idle_timeout, &meter) => r,
+            r = Box::pin(crate::gateway::http::exchange_once(&mut client, &mut upstream, one, cfg.idle_timeout, &meter)) => r,
             _ = force.cancelled() => Err("shutting down".into()),
         };
         record.reason = match r {
