@@ -62,7 +62,10 @@ def listening(port, udp=False):
 
 
 def start(cmd, port, udp=False, **kw):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    # Its own process group, so stopping it also stops what it forked
+    # (socat's per-connection children).
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, **kw)
     procs.append(p)
     deadline = time.time() + 10
     while not listening(port, udp):
@@ -73,13 +76,15 @@ def start(cmd, port, udp=False, **kw):
 
 
 def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
 
 
 def cmdline(pid):

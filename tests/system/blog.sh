@@ -111,7 +111,9 @@ wait_port() { # ns ip port
 
 # --- the store (OSS stand-in), reachable only from the relay
 mkdir -p "$work/root"
-in_ns "$ns_o" "$bin" store --root "$work/root" --listen 100.118.0.5:80 --domain "$ENDPOINT" \
+# `ip netns exec` execs the store, so $! is the store itself and cleanup
+# stops it (a shell function in the background would leave it running).
+ip netns exec "$ns_o" "$bin" store --root "$work/root" --listen 100.118.0.5:80 --domain "$ENDPOINT" \
   --bucket "$BUCKET" --bucket forbidden-bucket --access-key "$AK" --secret-key "$SK" >"$work/store.log" 2>&1 &
 pids+=($!)
 wait_port "$ns_o" 100.118.0.5 80 || fail "store did not start"
