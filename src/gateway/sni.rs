@@ -21,11 +21,12 @@ use crate::relay::copy::{self, Meter};
 use crate::resolve::Resolve;
 
 /// TLS alert descriptions sent on refusal (RFC 8446 6.2).
-const ACCESS_DENIED: u8 = 49;
+pub(crate) const ACCESS_DENIED: u8 = 49;
 const UNRECOGNIZED_NAME: u8 = 112;
 const DECODE_ERROR: u8 = 50;
 
-async fn alert(client: &mut TcpStream, description: u8) {
+/// Sends a fatal TLS alert and closes the write side.
+pub(crate) async fn alert(client: &mut TcpStream, description: u8) {
     // A fatal alert in a TLS 1.2-versioned record, which every client
     // parses before the handshake has picked a version.
     let _ = client

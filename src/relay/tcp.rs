@@ -570,10 +570,7 @@ async fn proxy_connect(
             let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
             if let Err(why) = bp.check(bucket.as_deref()) {
                 tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", shared.id, target.host);
-                let _ = client
-                    .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49])
-                    .await;
-                let _ = client.shutdown().await;
+                crate::gateway::sni::alert(client, crate::gateway::sni::ACCESS_DENIED).await;
                 return Err(CloseReason::RefusedDestination);
             }
             break;
