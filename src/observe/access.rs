@@ -93,10 +93,9 @@ impl AccessRecord<'_> {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
         };
-        let upstream = self
-            .upstream
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".to_string());
+        // Formatted only if the record is written: no String per
+        // connection when access records are filtered out.
+        let upstream = Upstream(self.upstream);
         tracing::info!(
             target: "ossrelay::access",
             event = "access",
@@ -115,5 +114,17 @@ impl AccessRecord<'_> {
             self.bytes_to_client,
             self.bytes_from_client,
         );
+    }
+}
+
+/// An upstream address, or `-` before one was reached.
+struct Upstream(Option<SocketAddr>);
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }

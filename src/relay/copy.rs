@@ -4,9 +4,14 @@
 //! end-of-stream shut down the other socket's write side so half-close
 //! passes through (a client that sends SHUT_WR still gets its whole reply).
 //! An error in either direction ends the pair at once: the caller closes both
-//! sockets with a reset. On Linux the pump uses splice(2) through a pipe;
-//! elsewhere, or when splice refuses the socket, it copies through a buffer
-//! that is only allocated once data has arrived.
+//! sockets with a reset.
+//!
+//! A pump starts by copying through a pooled 16 KiB buffer, which is cheapest
+//! for requests and replies of a few KiB. A read that fills the buffer means
+//! the sender is streaming: on Linux the pump then moves bytes with splice(2)
+//! through a pipe, never copying them into user space, and goes back to
+//! copying when a splice moves less than a page. Idle pairs hold neither
+//! buffer nor pipe memory.
 
 use std::io;
 use std::net::Shutdown;
@@ -20,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::observe::access::CloseReason;
 
-/// Size of the fallback copy buffer, allocated lazily per direction.
-const BUF_SIZE: usize = 64 * 1024;
+/// A splice that moves less than this means the flow has gone back to
+/// small messages, which copying handles with fewer kernel round trips.
+#[cfg(target_os = "linux")]
+const BACK_TO_COPY: usize = 4096;
 
 /// Byte counters and the last-activity clock of one pair. Shared by the two
 /// pumps and the idle watchdog, which all run inside one task.
@@ -162,15 +169,52 @@ async fn pump(
     meter: &Meter,
     dump: Option<super::dump::Dump>,
 ) -> io::Result<()> {
-    if dump.is_some() {
-        return buffered_pump(src, dst, count, meter, dump.as_ref()).await;
-    }
     #[cfg(target_os = "linux")]
-    match splice_pump(src, dst, count, meter).await {
-        SpliceResult::Done(r) => return r,
-        SpliceResult::Unsupported => {}
+    let mut splicer = Splicer {
+        pipe: None,
+        // The dump shows the bytes, so they must pass through user space.
+        usable: dump.is_none(),
+        active: false,
+    };
+    loop {
+        // Give other connections a turn when both sockets stay ready.
+        tokio::task::consume_budget().await;
+        src.readable().await?;
+        #[allow(unused_mut)]
+        let mut urgent = false;
+        #[cfg(target_os = "linux")]
+        if splicer.active {
+            match splicer.step(src, dst, count, meter).await? {
+                Step::Moved => continue,
+                Step::Read => {}
+                Step::ReadPastMark => urgent = true,
+            }
+        }
+        let mut buf = super::pool::Buf::take();
+        let read = if urgent {
+            // Readiness was used up by the splice that stopped at the mark;
+            // read past it directly, or no new readiness would ever come.
+            use std::io::Read;
+            (&*socket2::SockRef::from(src)).read(&mut buf)
+        } else {
+            src.try_read(&mut buf)
+        };
+        let n = match read {
+            Ok(0) => return shutdown_write(dst),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        meter.touch();
+        if let Some(d) = &dump {
+            d.log(&buf[..n]);
+        }
+        write_all(dst, &buf[..n], count, meter).await?;
+        #[cfg(target_os = "linux")]
+        if n == buf.len() && splicer.usable {
+            splicer.active = true;
+        }
     }
-    buffered_pump(src, dst, count, meter, None).await
 }
 
 fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
@@ -181,70 +225,63 @@ fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
     }
 }
 
+/// One direction's splice state. The pipe is created the first time the
+/// direction streams and kept for the life of the pair.
 #[cfg(target_os = "linux")]
-enum SpliceResult {
-    Done(io::Result<()>),
-    /// splice cannot be used before any byte moved; fall back to copying.
-    Unsupported,
+struct Splicer {
+    pipe: Option<super::splice::Pipe>,
+    /// False once splice refused these sockets (or for dumped pairs).
+    usable: bool,
+    /// Streaming: the next read is a splice.
+    active: bool,
 }
 
 #[cfg(target_os = "linux")]
-async fn splice_pump(
-    src: &TcpStream,
-    dst: &TcpStream,
-    count: &AtomicU64,
-    meter: &Meter,
-) -> SpliceResult {
-    use super::splice::{Pipe, CHUNK};
-    use std::os::fd::AsRawFd;
+impl Splicer {
+    /// One splice from `src` through the pipe into `dst`, or what the
+    /// caller should do instead: recv() at end of stream (recv tells a real
+    /// EOF from a stop) and when splicing is not possible, and recv() past a
+    /// TCP urgent mark (splice cannot read past one; recv can, and
+    /// SO_OOBINLINE keeps the byte in the stream).
+    async fn step(
+        &mut self,
+        src: &TcpStream,
+        dst: &TcpStream,
+        count: &AtomicU64,
+        meter: &Meter,
+    ) -> io::Result<Step> {
+        use super::splice::{Pipe, CHUNK};
+        use std::os::fd::AsRawFd;
 
-    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
-    let mut pipe: Option<Pipe> = None;
-    let mut moved_any = false;
-    loop {
-        // Give other connections a turn when both sockets stay ready.
-        tokio::task::consume_budget().await;
-        if let Err(e) = src.readable().await {
-            return SpliceResult::Done(Err(e));
-        }
-        let p = match &pipe {
+        let p = match &self.pipe {
             Some(p) => p,
             None => match Pipe::new() {
-                Ok(p) => pipe.insert(p),
+                Ok(p) => self.pipe.insert(p),
                 // Out of descriptors for a pipe: a buffer copy still works.
-                Err(_) if !moved_any => return SpliceResult::Unsupported,
-                Err(e) => return SpliceResult::Done(Err(e)),
+                Err(_) => return Ok(self.give_up()),
             },
         };
+        let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
         let n = match src.try_io(Interest::READABLE, || p.fill_from(src_fd, CHUNK)) {
-            Ok(n) if n > 0 => n,
-            // splice cannot read past TCP urgent data: at the mark it returns
-            // 0 (if the peer also shut down) or EAGAIN although bytes wait.
-            // recv() reads past it (SO_OOBINLINE keeps the byte in the stream),
-            // and tells a real EOF from a stop at the mark.
-            Ok(_) => match read_past_mark(src, dst, count, meter).await {
-                Ok(true) => continue,
-                Ok(false) => return SpliceResult::Done(shutdown_write(dst)),
-                Err(e) => return SpliceResult::Done(Err(e)),
-            },
+            Ok(0) => return Ok(self.pause()),
+            Ok(n) => n,
+            // Nothing to read, or stopped at an urgent mark with bytes
+            // waiting; in the second case no new readiness will come.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match read_past_mark(src, dst, count, meter).await {
-                    Ok(_) => continue,
-                    Err(e) => return SpliceResult::Done(Err(e)),
+                if at_urgent_mark(src_fd) {
+                    self.pause();
+                    return Ok(Step::ReadPastMark);
                 }
+                return Ok(Step::Moved);
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !moved_any => {
-                return SpliceResult::Unsupported
-            }
-            Err(e) => return SpliceResult::Done(Err(e)),
+            // The pipe is always empty here, so nothing is lost by copying.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(self.give_up()),
+            Err(e) => return Err(e),
         };
-        moved_any = true;
         meter.touch();
         let mut left = n;
         while left > 0 {
-            if let Err(e) = dst.writable().await {
-                return SpliceResult::Done(Err(e));
-            }
+            dst.writable().await?;
             match dst.try_io(Interest::WRITABLE, || p.drain_to(dst_fd, left)) {
                 Ok(m) => {
                     left -= m;
@@ -252,34 +289,51 @@ async fn splice_pump(
                     meter.touch();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return SpliceResult::Done(Err(e)),
+                Err(e) => return Err(e),
             }
         }
+        if n < BACK_TO_COPY {
+            self.active = false;
+        }
+        Ok(Step::Moved)
+    }
+
+    /// Back to copying, starting with this read.
+    fn pause(&mut self) -> Step {
+        self.active = false;
+        Step::Read
+    }
+
+    /// Copy from now on.
+    fn give_up(&mut self) -> Step {
+        self.usable = false;
+        self.pause()
     }
 }
 
-/// One recv() into a small stack buffer, forwarded with write_all. Returns
-/// Ok(false) at EOF, Ok(true) otherwise (including "nothing to read").
+/// What a pump does after [`Splicer::step`].
 #[cfg(target_os = "linux")]
-async fn read_past_mark(
-    src: &TcpStream,
-    dst: &TcpStream,
-    count: &AtomicU64,
-    meter: &Meter,
-) -> io::Result<bool> {
-    // On the heap: an inline array would sit in every pair's task state,
-    // idle or not, for a path that runs only at urgent marks.
-    let mut b = vec![0u8; 4096];
-    match src.try_read(&mut b) {
-        Ok(0) => Ok(false),
-        Ok(n) => {
-            meter.touch();
-            write_all(dst, &b[..n], count, meter).await?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-        Err(e) => Err(e),
-    }
+enum Step {
+    /// Bytes moved, or there were none to move: wait for readiness again.
+    Moved,
+    /// Read this time with recv() through tokio (readiness is still set).
+    Read,
+    /// Read now, directly, past an urgent mark.
+    ReadPastMark,
+}
+
+/// From <asm/sockios.h>; the libc crate does not export it.
+#[cfg(target_os = "linux")]
+const SIOCATMARK: libc::c_ulong = 0x8905;
+
+/// Whether the next byte to read on `fd` is at the TCP urgent mark.
+#[cfg(target_os = "linux")]
+fn at_urgent_mark(fd: std::os::fd::RawFd) -> bool {
+    let mut at: libc::c_int = 0;
+    // SAFETY: SIOCATMARK writes one int through the pointer, which points to
+    // a live local; `fd` is a socket the caller borrows for the call.
+    let rc = unsafe { libc::ioctl(fd, SIOCATMARK, &mut at) };
+    rc == 0 && at != 0
 }
 
 async fn write_all(
@@ -302,30 +356,4 @@ async fn write_all(
         }
     }
     Ok(())
-}
-
-async fn buffered_pump(
-    src: &TcpStream,
-    dst: &TcpStream,
-    count: &AtomicU64,
-    meter: &Meter,
-    dump: Option<&super::dump::Dump>,
-) -> io::Result<()> {
-    let mut buf: Option<Box<[u8]>> = None;
-    loop {
-        tokio::task::consume_budget().await;
-        src.readable().await?;
-        let b = buf.get_or_insert_with(|| vec![0u8; BUF_SIZE].into_boxed_slice());
-        let n = match src.try_read(b) {
-            Ok(0) => return shutdown_write(dst),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        meter.touch();
-        if let Some(d) = dump {
-            d.log(&b[..n]);
-        }
-        write_all(dst, &b[..n], count, meter).await?;
-    }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -37,8 +38,20 @@ impl Drop for Registered {
     }
 }
 
+/// Whether this process runs an identd stone. Without one nobody can ask,
+/// so relays skip the two lookups and the table lock per connection.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Called when an identd stone is bound, before any relay accepts.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
 /// Records that the stone listening on `listen_port` opened `upstream`.
 pub fn register(upstream: &TcpStream, listen_port: u16) -> Registered {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return Registered(None);
+    }
     let key = match (upstream.local_addr(), upstream.peer_addr()) {
         (Ok(l), Ok(p)) => (l.port(), p),
         _ => return Registered(None),

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod dump;
 pub mod health;
 pub mod ident;
+mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod rewrite;

@@ -57,6 +57,9 @@ impl TcpRelay {
         if cfg.upstream_tls.as_ref().is_some_and(|t| t.spec.insecure) {
             tracing::warn!(relay = %cfg.name, "stone {id}: upstream TLS certificates are NOT verified (insecure = true / -q verify,none)");
         }
+        if cfg.identd {
+            super::ident::enable();
+        }
         let limit = Arc::new(Semaphore::new(cfg.max_connections));
         let accounting = match &cfg.accounting {
             None => None,
@@ -333,7 +336,12 @@ async fn handle(
         }
     };
     record.upstream = Some(addr);
-    if let Err(e) = send_proxy_header(cfg, &upstream, peer, client.local_addr().ok()).await {
+    // getsockname only when a header will carry the address.
+    let local = cfg
+        .proxy_protocol
+        .send
+        .and_then(|_| client.local_addr().ok());
+    if let Err(e) = send_proxy_header(cfg, &upstream, peer, local).await {
         tracing::warn!(relay = %cfg.name, "{} TCP {fd}: sending the PROXY header: {e}", shared.id);
         record.reason = CloseReason::Reset;
         record.duration = meter.elapsed();

@@ -517,6 +517,50 @@ async fn urgent_data_does_not_stall_the_pair() {
     relay.shutdown().await;
 }
 
+/// The same inside a stream: bulk data first makes the pump splice, and the
+/// urgent byte then arrives with the connection still open, so only reading
+/// past the mark (not an end of stream) gets "def" through. The upstream
+/// reads late, so the bulk and the mark queue up at the relay together and
+/// one large splice stops exactly at the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_data_mid_stream_is_relayed_without_eof() {
+    const BULK: usize = 256 * 1024;
+    let server = TcpListener::bind(local()).await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let up = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut v = vec![0u8; BULK + 7];
+        s.read_exact(&mut v).await.unwrap();
+        v
+    });
+    let relay = Relay::start(
+        RelayConfig::tcp("t-oob2", local(), upstream(server_addr)),
+        system(),
+    )
+    .await;
+    let c = std::net::TcpStream::connect(relay.addr).unwrap();
+    let sock = socket2::Socket::from(c);
+    use std::io::Write;
+    let bulk: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
+    (&sock).write_all(&bulk).unwrap();
+    (&sock).write_all(b"abc").unwrap();
+    sock.send_out_of_band(b"!").unwrap();
+    (&sock).write_all(b"def").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .expect("pair stalled at the urgent mark")
+        .unwrap();
+    assert!(got[..BULK] == bulk[..], "bulk bytes intact");
+    assert_eq!(
+        &got[BULK..],
+        b"abc!def",
+        "the urgent byte is relayed inline"
+    );
+    drop(sock);
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_takes_over_when_the_master_dies_and_groups_rotate() {
     let master = TcpListener::bind(local()).await.unwrap();
