@@ -114,7 +114,7 @@ pub async fn serve(
         let started = Instant::now();
         served += 1;
         // Per request: bytes forwarded each way (head included).
-        let (sent_up, sent_down) = (AtomicU64::new(end as u64), AtomicU64::new(0));
+        let (sent_up, sent_down) = (AtomicU64::new(0), AtomicU64::new(0));
         let req = match head::parse_request(&buf[..end]) {
             Ok(r) => r,
             Err(why) => {
@@ -246,13 +246,10 @@ pub async fn serve(
         }
         let Some(u) = up.as_mut() else { return };
         let exchange = async {
-            u.w.write_all(&buf[..end])
-                .await
-                .map_err(|e| Stop::Io(e.to_string()))?;
-            buf.drain(..end);
             let body = forward_body(
                 &mut cr,
                 &mut buf,
+                end,
                 &mut u.w,
                 req.framing,
                 cfg.idle_timeout,
@@ -380,6 +377,7 @@ pub async fn exchange_once(
     let body = forward_body(
         &mut cr,
         &mut buf,
+        0,
         &mut uw,
         one.framing,
         idle,
@@ -482,8 +480,8 @@ async fn read_head<R: AsyncRead + Unpin>(
             return HeadRead::Refuse(400, "request head over 64 KiB");
         }
         let limit = deadline.unwrap_or_else(|| tokio::time::Instant::now() + first);
-        let mut tmp = [0u8; 8192];
-        let n = match tokio::time::timeout_at(limit, r.read(&mut tmp)).await {
+        buf.reserve(8192);
+        let n = match tokio::time::timeout_at(limit, r.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
             Ok(Ok(n)) => n,
             Err(_) if buf.is_empty() => return HeadRead::Closed,
@@ -491,7 +489,6 @@ async fn read_head<R: AsyncRead + Unpin>(
         };
         meter.touch();
         meter.from_client.fetch_add(n as u64, Ordering::Relaxed);
-        buf.extend_from_slice(&tmp[..n]);
         deadline.get_or_insert_with(|| tokio::time::Instant::now() + whole);
     }
 }
@@ -502,30 +499,24 @@ async fn fill<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     idle: Duration,
 ) -> Result<usize, Stop> {
-    let old = buf.len();
-    buf.resize(old + CHUNK, 0);
-    let res = tokio::time::timeout(idle, r.read(&mut buf[old..])).await;
-    let n = match res {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            buf.truncate(old);
-            return Err(Stop::Io(e.to_string()));
-        }
-        Err(_) => {
-            buf.truncate(old);
-            return Err(Stop::Io(format!("idle for {idle:?}")));
-        }
-    };
-    buf.truncate(old + n);
-    Ok(n)
+    // Into spare capacity: no zero-filling a chunk on every read.
+    buf.reserve(CHUNK);
+    match tokio::time::timeout(idle, r.read_buf(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(Stop::Io(e.to_string())),
+        Err(_) => Err(Stop::Io(format!("idle for {idle:?}"))),
+    }
 }
 
 /// Moves one body from `r` (starting with what is in `buf`) to `w`,
-/// leaving any bytes after it in `buf`.
+/// leaving any bytes after it in `buf`. The first `head` bytes of `buf` are
+/// the message's head: they go out in one write with whatever part of the
+/// body is already buffered, so a small message costs one send, not two.
 #[allow(clippy::too_many_arguments)]
 async fn forward_body<R, W>(
     r: &mut R,
     buf: &mut Vec<u8>,
+    mut head: usize,
     w: &mut W,
     framing: Framing,
     idle: Duration,
@@ -539,19 +530,21 @@ where
 {
     let mut chunked = Chunked::default();
     let mut left = match framing {
-        Framing::None => return Ok(()),
+        Framing::None => 0,
         Framing::Length(n) => n,
         Framing::Chunked | Framing::UntilClose => u64::MAX,
     };
     loop {
         let (take, done) = match framing {
-            Framing::Chunked => chunked.scan(buf).map_err(Stop::BadBody)?,
+            Framing::Chunked => chunked.scan(&buf[head..]).map_err(Stop::BadBody)?,
             _ => {
-                let t = (left.min(buf.len() as u64)) as usize;
+                let t = (left.min((buf.len() - head) as u64)) as usize;
                 left -= t as u64;
                 (t, left == 0)
             }
         };
+        let take = head + take;
+        head = 0;
         if take > 0 {
             w.write_all(&buf[..take])
                 .await
@@ -609,16 +602,16 @@ where
         };
         let resp = head::parse_response(&buf[..end], head_request)
             .map_err(|e| Stop::BadResponse(format!("bad response from upstream: {e}")))?;
-        w.write_all(&buf[..end])
-            .await
-            .map_err(|e| Stop::Io(e.to_string()))?;
-        written.fetch_add(end as u64, Ordering::Relaxed);
-        buf.drain(..end);
         if (100..200).contains(&resp.status) && resp.status != 101 {
+            w.write_all(&buf[..end])
+                .await
+                .map_err(|e| Stop::Io(e.to_string()))?;
+            written.fetch_add(end as u64, Ordering::Relaxed);
+            buf.drain(..end);
             w.flush().await.map_err(|e| Stop::Io(e.to_string()))?;
             continue;
         }
-        forward_body(r, buf, w, resp.framing, idle, None, written, meter).await?;
+        forward_body(r, buf, end, w, resp.framing, idle, None, written, meter).await?;
         return Ok((resp.status, resp.close));
     }
 }
