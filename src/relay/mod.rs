@@ -15,4 +15,5 @@ pub mod splice;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
+mod udp_batch;
 mod wrapped;

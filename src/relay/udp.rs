@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::copy::Meter;
+use super::udp_batch::{self, Inbox};
 use crate::acl::{canonical, Action};
 use crate::config::{Protocol, RelayConfig};
 use crate::observe::access::{AccessRecord, CloseReason};
@@ -27,6 +28,8 @@ const DATAGRAM_BUF: usize = 65_536;
 /// After a stop signal, sessions stay open only this long after their last
 /// datagram: no new client datagrams can arrive, but late replies still can.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Receive buffer requested for the listening socket.
+const LISTEN_RCVBUF: usize = 4 << 20;
 /// How many refused client addresses to remember, to log each only once.
 const REFUSED_MEMORY: usize = 4_096;
 
@@ -51,6 +54,11 @@ impl UdpRelay {
     /// Wraps a socket the caller bound.
     pub fn new(cfg: Arc<RelayConfig>, socket: UdpSocket, resolver: Arc<dyn Resolve>) -> UdpRelay {
         let id = socket.as_raw_fd();
+        // Every client's datagrams queue on this one socket, and the default
+        // buffer holds only a few hundred small ones: a burst while the relay
+        // is not scheduled would be dropped. The kernel caps the request at
+        // net.core.rmem_max, and memory is used only while datagrams wait.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(LISTEN_RCVBUF);
         UdpRelay {
             cfg,
             socket: Arc::new(socket),
@@ -78,56 +86,103 @@ impl UdpRelay {
     ) {
         let sessions: Sessions = Arc::new(Mutex::new(HashMap::new()));
         let mut refused_logged: HashSet<IpAddr> = HashSet::new();
-        let mut buf = vec![0u8; DATAGRAM_BUF];
+        let mut inbox = Inbox::new();
         let mut generation = 0u64;
-        loop {
-            let received = tokio::select! {
+        'serve: loop {
+            let ready = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                r = self.socket.recv_from(&mut buf) => r,
+                r = self.socket.readable() => r,
             };
-            let (n, peer) = match received {
-                Ok(pair) => pair,
+            let received = ready.and_then(|()| inbox.recv(&self.socket));
+            let count = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::debug!(relay = %self.cfg.name, "stone {}: UDP receive: {e}", self.id);
                     continue;
                 }
             };
-            let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
-            if self.cfg.acl.check(peer.ip()).0 == Action::Deny {
-                if refused_logged.len() < REFUSED_MEMORY && refused_logged.insert(peer.ip()) {
-                    tracing::warn!(relay = %self.cfg.name, reason = "refused-acl", "stone {}: denied UDP from {peer}", self.id);
+            // Consecutive datagrams from one client form a run: one ACL
+            // check, one session lookup and one batched send per run.
+            let mut i = 0;
+            while i < count {
+                let Some(from) = inbox.get(i).1 else {
+                    i += 1;
+                    continue;
+                };
+                let mut end = i + 1;
+                while end < count && inbox.get(end).1 == Some(from) {
+                    end += 1;
                 }
-                continue;
-            }
-            let existing = lock(&sessions)
-                .get(&peer)
-                .map(|s| (s.upstream.clone(), s.state.clone()));
-            let (upstream, state) = match existing {
-                Some(pair) => pair,
-                None => {
-                    generation += 1;
-                    // Session set-up may wait on DNS; a stop signal must not.
-                    let opened = tokio::select! {
-                        r = self.open_session(peer, generation, &sessions, &stop, &force, &tracker) => r,
-                        _ = stop.cancelled() => break,
-                    };
-                    match opened {
-                        Some(pair) => pair,
-                        None => continue,
+                let run = i..end;
+                i = end;
+                let peer = SocketAddr::new(canonical(from.ip()), from.port());
+                if self.cfg.acl.check(peer.ip()).0 == Action::Deny {
+                    if refused_logged.len() < REFUSED_MEMORY && refused_logged.insert(peer.ip()) {
+                        tracing::warn!(relay = %self.cfg.name, reason = "refused-acl", "stone {}: denied UDP from {peer}", self.id);
                     }
+                    continue;
                 }
-            };
-            state.touch();
-            match upstream.send(&buf[..n]).await {
-                Ok(sent) => {
-                    state.from_client.fetch_add(sent as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::debug!(relay = %self.cfg.name, "stone {}: UDP send to upstream: {e}", self.id)
-                }
+                let existing = lock(&sessions)
+                    .get(&peer)
+                    .map(|s| (s.upstream.clone(), s.state.clone()));
+                let (upstream, state) = match existing {
+                    Some(pair) => pair,
+                    None => {
+                        generation += 1;
+                        // Session set-up may wait on DNS; a stop signal must not.
+                        let opened = tokio::select! {
+                            r = self.open_session(peer, generation, &sessions, &stop, &force, &tracker) => r,
+                            _ = stop.cancelled() => break 'serve,
+                        };
+                        match opened {
+                            Some(pair) => pair,
+                            None => continue,
+                        }
+                    }
+                };
+                state.touch();
+                let datagrams: Vec<&[u8]> = run.map(|k| inbox.get(k).0).collect();
+                let sent = self.forward(&upstream, &datagrams).await;
+                state.from_client.fetch_add(sent, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Sends a run of datagrams to the upstream, batched while the socket
+    /// takes them; returns the bytes sent.
+    async fn forward(&self, upstream: &UdpSocket, mut datagrams: &[&[u8]]) -> u64 {
+        let mut bytes = 0u64;
+        while !datagrams.is_empty() {
+            let (sent, delivered) = match udp_batch::send_connected(upstream, datagrams) {
+                Ok(n) => (n, true),
+                // Full socket buffer: wait for room, as a single send would.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match upstream.send(datagrams[0]).await {
+                        Ok(_) => (1, true),
+                        Err(e) => {
+                            tracing::debug!(relay = %self.cfg.name, "stone {}: UDP send to upstream: {e}", self.id);
+                            (1, false)
+                        }
+                    }
+                }
+                // ICMP unreachable and the like: that datagram is dropped,
+                // as it would be on the wire; go on with the rest.
+                Err(e) => {
+                    tracing::debug!(relay = %self.cfg.name, "stone {}: UDP send to upstream: {e}", self.id);
+                    (1, false)
+                }
+            };
+            if delivered {
+                bytes += datagrams[..sent]
+                    .iter()
+                    .map(|d| d.len() as u64)
+                    .sum::<u64>();
+            }
+            datagrams = &datagrams[sent..];
+        }
+        bytes
     }
 
     async fn open_session(
