@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A bound TCP relay, ready to serve.
 pub struct TcpRelay {
+    /// The listener carries SO_OOBINLINE and TCP_NODELAY for its children.
+    listener_opts: bool,
     accounting: Option<std::fs::File>,
     cfg: Arc<RelayConfig>,
     listener: TcpListener,
@@ -44,6 +46,11 @@ pub(super) struct Shared {
     master_down: AtomicBool,
     /// stone's `-a` accounting file.
     accounting: Option<std::sync::Mutex<std::fs::File>>,
+    /// Accepted sockets already have SO_OOBINLINE and TCP_NODELAY.
+    inherited: bool,
+    /// Ends connections early. Kept here and borrowed, because cloning a
+    /// token per connection takes a lock that every accept would contend on.
+    force: CancellationToken,
 }
 
 impl TcpRelay {
@@ -60,6 +67,10 @@ impl TcpRelay {
         if cfg.identd {
             super::ident::enable();
         }
+        // Accepted sockets inherit these from the listener, which saves two
+        // system calls per connection. If setting them fails here, every
+        // accepted socket gets them one by one instead.
+        let listener_opts = set_listener_options(&listener, &cfg);
         let limit = Arc::new(Semaphore::new(cfg.max_connections));
         let accounting = match &cfg.accounting {
             None => None,
@@ -74,6 +85,7 @@ impl TcpRelay {
             ),
         };
         Ok(TcpRelay {
+            listener_opts,
             accounting,
             cfg,
             listener,
@@ -109,15 +121,20 @@ impl TcpRelay {
             rotation: AtomicUsize::new(0),
             master_down: AtomicBool::new(false),
             accounting: self.accounting.take().map(std::sync::Mutex::new),
+            inherited: self.listener_opts,
+            force,
         });
         let local_port = self.local_addr().map(|a| a.port()).unwrap_or(0);
         if let Some(b) = self.cfg.backup.clone() {
             tokio::spawn(monitor(shared.clone(), b, stop.clone()));
         }
+        // One waiter for the whole loop, not one registered per accept.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let accepted = tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = &mut stopped => break,
                 r = self.listener.accept() => r,
             };
             let (stream, peer) = match accepted {
@@ -171,9 +188,8 @@ impl TcpRelay {
                 continue;
             };
             let shared = shared.clone();
-            let force = force.clone();
             tracker.spawn(async move {
-                handle(&shared, stream, peer, mode, &force).await;
+                handle(&shared, stream, peer, mode, &shared.force).await;
                 drop(permit);
             });
         }
@@ -240,7 +256,11 @@ async fn handle(
         }
     };
     tracing::info!(relay = %cfg.name, "stone {}: accepted TCP {fd} from {peer} mode={mode:x}", shared.id);
-    set_options(&client, cfg);
+    if shared.inherited {
+        set_keepalive(&client, cfg);
+    } else {
+        set_options(&client, cfg);
+    }
     let mut record = AccessRecord {
         relay: &cfg.name,
         protocol: Protocol::Tcp,
@@ -705,6 +725,19 @@ pub(super) fn set_options(stream: &TcpStream, cfg: &RelayConfig) {
     if cfg.nodelay {
         let _ = stream.set_nodelay(true);
     }
+    set_keepalive(stream, cfg);
+}
+
+/// SO_OOBINLINE and TCP_NODELAY on a listener, for its accepted sockets to
+/// inherit (Linux copies both on accept). True when both took.
+fn set_listener_options(listener: &TcpListener, cfg: &RelayConfig) -> bool {
+    let sock = socket2::SockRef::from(listener);
+    cfg!(target_os = "linux")
+        && sock.set_out_of_band_inline(true).is_ok()
+        && (!cfg.nodelay || sock.set_nodelay(true).is_ok())
+}
+
+fn set_keepalive(stream: &TcpStream, cfg: &RelayConfig) {
     if let Some(k) = cfg.keepalive {
         let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive(k));
     }

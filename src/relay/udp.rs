@@ -88,10 +88,13 @@ impl UdpRelay {
         let mut refused_logged: HashSet<IpAddr> = HashSet::new();
         let mut inbox = Inbox::new();
         let mut generation = 0u64;
+        // One waiter for the whole loop, not one registered per batch.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         'serve: loop {
             let ready = tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = &mut stopped => break,
                 r = self.socket.readable() => r,
             };
             let received = ready.and_then(|()| inbox.recv(&self.socket));
