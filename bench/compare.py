@@ -310,7 +310,9 @@ def idle_memory(relay_pid, port, n):
     before = rss_kib(relay_pid)
     socks = []
     for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
+        # A relay that stops accepting (redir, once it has forked a few
+        # thousand handlers) fails here instead of hanging the whole run.
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
         socks.append(s)
     for s in (socks[0], socks[-1]):
         s.sendall(b"!")
