@@ -105,7 +105,7 @@ pub async fn relay(
     idle: Duration,
     force: &CancellationToken,
     meter: &Meter,
-    dump: Option<(super::dump::Dump, super::dump::Dump)>,
+    dump: Option<&(super::dump::Dump, super::dump::Dump)>,
 ) -> Outcome {
     // Resolving and connecting are not idleness; start the clock here.
     meter.touch();
@@ -113,8 +113,10 @@ pub async fn relay(
         Some((u, d)) => (Some(u), Some(d)),
         None => (None, None),
     };
-    let up = pump(client, upstream, &meter.from_client, meter, dump_up);
-    let down = pump(upstream, client, &meter.to_client, meter, dump_down);
+    // Pinned where they are made: moving them into `drive` would keep a
+    // second, dead copy of each in this future's state, for every pair.
+    let up = std::pin::pin!(pump(client, upstream, &meter.from_client, meter, dump_up));
+    let down = std::pin::pin!(pump(upstream, client, &meter.to_client, meter, dump_down));
     drive(up, down, idle, force, meter).await
 }
 
@@ -122,13 +124,12 @@ pub async fn relay(
 /// clock and the forced-stop token; shared by the splice path and the
 /// stream path (TLS and rewriting stones).
 pub(super) async fn drive(
-    up: impl std::future::Future<Output = io::Result<()>>,
-    down: impl std::future::Future<Output = io::Result<()>>,
+    mut up: std::pin::Pin<&mut impl std::future::Future<Output = io::Result<()>>>,
+    mut down: std::pin::Pin<&mut impl std::future::Future<Output = io::Result<()>>>,
     idle: Duration,
     force: &CancellationToken,
     meter: &Meter,
 ) -> Outcome {
-    tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     loop {
         let deadline = meter.last_activity() + idle;
@@ -167,7 +168,7 @@ async fn pump(
     dst: &TcpStream,
     count: &AtomicU64,
     meter: &Meter,
-    dump: Option<super::dump::Dump>,
+    dump: Option<&super::dump::Dump>,
 ) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     let mut splicer = Splicer {
@@ -179,7 +180,7 @@ async fn pump(
     loop {
         // Give other connections a turn when both sockets stay ready.
         tokio::task::consume_budget().await;
-        src.readable().await?;
+        read_ready(src).await?;
         #[allow(unused_mut)]
         let mut urgent = false;
         #[cfg(target_os = "linux")]
@@ -206,7 +207,7 @@ async fn pump(
             Err(e) => return Err(e),
         };
         meter.touch();
-        if let Some(d) = &dump {
+        if let Some(d) = dump {
             d.log(&buf[..n]);
         }
         write_all(dst, &buf[..n], count, meter).await?;
@@ -215,6 +216,19 @@ async fn pump(
             splicer.active = true;
         }
     }
+}
+
+/// Waits until `s` may be readable. Unlike `readable()`, this keeps no
+/// waiter in the future: the waker sits in the socket's single reader slot
+/// (each socket has one reading pump), so a parked pair's task state stays
+/// small and waiting takes no list insert and removal.
+async fn read_ready(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_read_ready(cx)).await
+}
+
+/// The writing counterpart of [`read_ready`] (each socket has one writer).
+async fn write_ready(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_write_ready(cx)).await
 }
 
 fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
@@ -281,7 +295,7 @@ impl Splicer {
         meter.touch();
         let mut left = n;
         while left > 0 {
-            dst.writable().await?;
+            write_ready(dst).await?;
             match dst.try_io(Interest::WRITABLE, || p.drain_to(dst_fd, left)) {
                 Ok(m) => {
                     left -= m;
@@ -344,7 +358,7 @@ async fn write_all(
 ) -> io::Result<()> {
     let mut off = 0;
     while off < buf.len() {
-        dst.writable().await?;
+        write_ready(dst).await?;
         match dst.try_write(&buf[off..]) {
             Ok(m) => {
                 off += m;

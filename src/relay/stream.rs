@@ -58,8 +58,8 @@ pub async fn relay_halves(
 ) -> Outcome {
     meter.touch();
     let ((mut cr, mut cw), (mut ur, mut uw)) = (client, upstream);
-    let up = pump(&mut cr, &mut uw, &meter.from_client, meter);
-    let down = pump(&mut ur, &mut cw, &meter.to_client, meter);
+    let up = std::pin::pin!(pump(&mut cr, &mut uw, &meter.from_client, meter));
+    let down = std::pin::pin!(pump(&mut ur, &mut cw, &meter.to_client, meter));
     drive(up, down, idle, force, meter).await
 }
 

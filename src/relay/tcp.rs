@@ -400,7 +400,15 @@ async fn handle(
         };
         (d(format!("{c}>{u}")), d(format!("{c}<{u}")))
     });
-    let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, &meter, dump).await;
+    let outcome = copy::relay(
+        &client,
+        &upstream,
+        cfg.idle_timeout,
+        force,
+        &meter,
+        dump.as_ref(),
+    )
+    .await;
     if let Some(err) = &outcome.error {
         tracing::debug!(relay = %cfg.name, "{} TCP {fd}: {err}", shared.id);
         // Pass the failure on: a reset on one side becomes a reset on the
