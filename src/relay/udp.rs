@@ -35,6 +35,9 @@ const REFUSED_MEMORY: usize = 4_096;
 
 /// A bound UDP relay, ready to serve.
 pub struct UdpRelay {
+    /// Runs of equal-sized datagrams go out as one UDP GSO send, until the
+    /// kernel refuses it once.
+    gso: std::sync::atomic::AtomicBool,
     cfg: Arc<RelayConfig>,
     socket: Arc<UdpSocket>,
     resolver: Arc<dyn Resolve>,
@@ -60,6 +63,7 @@ impl UdpRelay {
         // net.core.rmem_max, and memory is used only while datagrams wait.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(LISTEN_RCVBUF);
         UdpRelay {
+            gso: std::sync::atomic::AtomicBool::new(cfg!(target_os = "linux")),
             cfg,
             socket: Arc::new(socket),
             resolver,
@@ -157,6 +161,32 @@ impl UdpRelay {
     /// takes them; returns the bytes sent.
     async fn forward(&self, upstream: &UdpSocket, mut datagrams: &[&[u8]]) -> u64 {
         let mut bytes = 0u64;
+        #[cfg(target_os = "linux")]
+        if let Some(size) =
+            udp_batch::segment_size(datagrams).filter(|_| self.gso.load(Ordering::Relaxed))
+        {
+            match udp_batch::send_segmented(upstream, datagrams, size) {
+                Ok(()) => return datagrams.iter().map(|d| d.len() as u64).sum(),
+                // Full buffer: the loop below waits for room.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // No UDP GSO here (old kernel, or a route that cannot do
+                // it): never try again on this relay.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    tracing::debug!(relay = %self.cfg.name, "stone {}: UDP GSO refused ({e}); sending datagrams one by one", self.id);
+                    self.gso.store(false, Ordering::Relaxed);
+                }
+                // A pending ICMP error and the like is reported once; the
+                // datagrams then go one by one below, none lost to it.
+                Err(e) => {
+                    tracing::debug!(relay = %self.cfg.name, "stone {}: UDP send to upstream: {e}", self.id);
+                }
+            }
+        }
         while !datagrams.is_empty() {
             let (sent, delivered) = match udp_batch::send_connected(upstream, datagrams) {
                 Ok(n) => (n, true),

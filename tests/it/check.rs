@@ -171,7 +171,9 @@ fn the_private_path_passes_every_check() {
 fn a_plain_web_server_is_not_oss_like() {
     if Command::new("nginx").arg("-v").output().is_err() {
         assert!(std::env::var("CI").is_err(), "CI must install nginx");
-        eprintln!("SKIPPED a_plain_web_server_is_not_oss_like: nginx not installed");
+        crate::helpers::skipped(format_args!(
+            "a_plain_web_server_is_not_oss_like: nginx not installed"
+        ));
         return;
     }
     let dir = TempDir::new("check-nginx");

@@ -92,7 +92,7 @@ fn dig_sees_private_names_forwarding_refusal_and_truncation() {
             std::env::var("CI").is_err(),
             "CI must install dnsutils (dig)"
         );
-        eprintln!("SKIPPED dig_sees_private_names_forwarding_refusal_and_truncation: dig not installed (apt-get install dnsutils)");
+        crate::helpers::skipped(format_args!("dig_sees_private_names_forwarding_refusal_and_truncation: dig not installed (apt-get install dnsutils)"));
         return;
     }
     let dir = TempDir::new("dns");

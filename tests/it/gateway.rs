@@ -354,7 +354,9 @@ async fn openssl_s_client_through_sni_passthrough() {
         .is_err()
     {
         assert!(std::env::var("CI").is_err(), "CI must have openssl");
-        eprintln!("SKIPPED openssl_s_client_through_sni_passthrough: openssl not installed");
+        crate::helpers::skipped(format_args!(
+            "openssl_s_client_through_sni_passthrough: openssl not installed"
+        ));
         return;
     }
     let dir = TempDir::new("sni-openssl");

@@ -197,3 +197,11 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Says on the real stderr that a test did not run, and why. libtest
+/// captures `eprintln!` from passing tests, which would hide the skip;
+/// writing to the stderr handle itself is not captured.
+pub fn skipped(why: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
+}

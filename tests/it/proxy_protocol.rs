@@ -74,7 +74,9 @@ impl Drop for Running {
 async fn haproxy_send_proxy_v2_gives_the_real_client() {
     if Command::new("haproxy").arg("-v").output().is_err() {
         assert!(std::env::var("CI").is_err(), "CI must install haproxy");
-        eprintln!("SKIPPED haproxy_send_proxy_v2_gives_the_real_client: haproxy not installed");
+        crate::helpers::skipped(format_args!(
+            "haproxy_send_proxy_v2_gives_the_real_client: haproxy not installed"
+        ));
         return;
     }
     let (up, _) = recording_echo().await;

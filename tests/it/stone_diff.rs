@@ -1097,7 +1097,7 @@ fn stone_command_lines_behave_like_real_stone() {
             std::env::var("CI").is_err(),
             "CI must install Debian's stone for the differential test"
         );
-        eprintln!("SKIPPED stone_command_lines_behave_like_real_stone: /usr/bin/stone not installed (apt-get install stone)");
+        crate::helpers::skipped(format_args!("stone_command_lines_behave_like_real_stone: /usr/bin/stone not installed (apt-get install stone)"));
         return;
     };
     let dir = TempDir::new("stone-diff");
@@ -1156,7 +1156,9 @@ fn accepted_line_regex_matches_for_every_connection() {
             std::env::var("CI").is_err(),
             "CI must install Debian's stone"
         );
-        eprintln!("SKIPPED accepted_line_regex_matches_for_every_connection: /usr/bin/stone not installed");
+        crate::helpers::skipped(format_args!(
+            "accepted_line_regex_matches_for_every_connection: /usr/bin/stone not installed"
+        ));
         return;
     };
     let dir = TempDir::new("stone-regex");
@@ -1226,7 +1228,9 @@ fn http_pairs_interoperate_with_real_stone() {
             std::env::var("CI").is_err(),
             "CI must install Debian's stone"
         );
-        eprintln!("SKIPPED http_pairs_interoperate_with_real_stone: /usr/bin/stone not installed");
+        crate::helpers::skipped(format_args!(
+            "http_pairs_interoperate_with_real_stone: /usr/bin/stone not installed"
+        ));
         return;
     };
     let dir = TempDir::new("stone-http-pair");

@@ -32,7 +32,7 @@ fn run(kind: &str) {
                 std::env::var("CI").is_err(),
                 "system test skipped under CI: {stdout}"
             );
-            eprintln!("SKIPPED system test ({kind}): {}", stdout.trim());
+            crate::helpers::skipped(format_args!("system test ({kind}): {}", stdout.trim()));
         }
         code => panic!("system test ({kind}) failed with {code:?}:\n{stdout}\n{stderr}"),
     }
