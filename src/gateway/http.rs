@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use super::head::{self, Chunked, Framing, MAX_HEAD};
 use super::{error_response, Gateway};
 use crate::config::RelayConfig;
 use crate::relay::copy::Meter;
-use crate::relay::stream::Io;
+use crate::relay::stream::{halves, Halvable, Reader, Writer};
 use crate::resolve::Resolve;
 
 /// Read size for bodies.
@@ -54,11 +54,11 @@ pub async fn serve(
 ) {
     let fd = client.as_raw_fd();
     let local = client.local_addr().ok();
-    let client: Io = match &cfg.tls {
-        None => Box::new(client),
+    let client = match &cfg.tls {
+        None => Halvable::Tcp(client),
         Some(tls) => match tokio::time::timeout(gw.head_timeout, tls.acceptor.accept(client)).await
         {
-            Ok(Ok(s)) => Box::new(s),
+            Ok(Ok(s)) => Halvable::Other(Box::new(s)),
             Ok(Err(e)) => {
                 tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with {peer} failed: {e}");
                 return;
@@ -69,10 +69,14 @@ pub async fn serve(
             }
         },
     };
-    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut cr, mut cw) = halves(client);
     let mut buf: Vec<u8> = Vec::new();
     let mut up: Option<Upstream> = None;
     let mut served = 0u64;
+    // One waiter on the stop token for the whole connection: a fresh one
+    // per request would take the token's lock twice per request.
+    let cancelled = force.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let wait = if served == 0 {
             gw.head_timeout
@@ -81,7 +85,7 @@ pub async fn serve(
         };
         let got = tokio::select! {
             r = read_head(&mut cr, &mut buf, wait, gw.head_timeout, meter) => r,
-            _ = force.cancelled() => return,
+            _ = &mut cancelled => return,
         };
         let end = match got {
             HeadRead::Head(n) => n,
@@ -271,7 +275,7 @@ pub async fn serve(
         };
         let result = tokio::select! {
             r = exchange => r,
-            _ = force.cancelled() => Err(Stop::Io("shutting down".into())),
+            _ = &mut cancelled => Err(Stop::Io("shutting down".into())),
         };
         let (from, to) = (
             sent_up.load(Ordering::Relaxed),
@@ -408,8 +412,8 @@ pub async fn exchange_once(
 
 struct Upstream {
     route: Option<usize>,
-    r: ReadHalf<Io>,
-    w: WriteHalf<Io>,
+    r: Reader,
+    w: Writer,
     buf: Vec<u8>,
 }
 
@@ -425,19 +429,19 @@ async fn connect(
     crate::relay::tcp::send_proxy_header(cfg, &tcp, peer, local)
         .await
         .map_err(|e| format!("sending the PROXY header to {addr}: {e}"))?;
-    let io: Io = match &cfg.upstream_tls {
-        None => Box::new(tcp),
+    let io = match &cfg.upstream_tls {
+        None => Halvable::Tcp(tcp),
         Some(tls) => {
             let name = tls.name_for(&target.host)?;
             match tokio::time::timeout(cfg.connect_timeout, tls.connector.connect(name, tcp)).await
             {
-                Ok(Ok(s)) => Box::new(s),
+                Ok(Ok(s)) => Halvable::Other(Box::new(s)),
                 Ok(Err(e)) => return Err(format!("TLS handshake with {addr}: {e}")),
                 Err(_) => return Err(format!("TLS handshake with {addr} timed out")),
             }
         }
     };
-    let (r, w) = tokio::io::split(io);
+    let (r, w) = halves(io);
     Ok(Upstream {
         route: None,
         r,

@@ -24,6 +24,30 @@ pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
 /// One direction's sink.
 pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
+/// Read and write halves of `io` that two futures of one task can use at
+/// once. A plain TCP stream splits without a lock; anything else (TLS)
+/// goes through tokio's locked split.
+pub fn halves(io: Halvable) -> (Reader, Writer) {
+    match io {
+        Halvable::Tcp(t) => {
+            let (r, w) = t.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Halvable::Other(io) => {
+            let (r, w) = tokio::io::split(io);
+            (Box::new(r), Box::new(w))
+        }
+    }
+}
+
+/// A stream to split with [`halves`].
+pub enum Halvable {
+    /// Plain TCP.
+    Tcp(tokio::net::TcpStream),
+    /// TLS or another wrapped stream.
+    Other(Io),
+}
+
 /// Stream buffer per direction; TLS records are at most 16 KiB.
 const BUF_SIZE: usize = 16 * 1024;
 

@@ -229,6 +229,10 @@ async fn handle(
     mode: u32,
     force: &CancellationToken,
 ) {
+    // The pair's own token: every wake-up of this task polls it, and
+    // polling a token takes its lock. On the relay-wide token that lock
+    // would be shared by every connection; a child's is this task's alone.
+    let force = &force.child_token();
     let cfg = &shared.cfg;
     let meter = Meter::new();
     let fd = client.as_raw_fd();
