@@ -72,20 +72,20 @@ fn split(head: &[u8]) -> Result<(&[u8], Fields<'_>), &'static str> {
     if !head.ends_with(b"\r\n\r\n") {
         return Err("incomplete head");
     }
-    // Keep each line's CRLF except the empty line's.
+    // Every line ends in LF; the last one is the empty line.
     let body = &head[..head.len() - 2];
-    let mut lines = Vec::new();
-    let mut pieces: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
-    pieces.pop();
-    for line in pieces {
-        let line = line.strip_suffix(b"\r").ok_or("bare LF line ending")?;
-        if line.contains(&b'\r') {
-            return Err("stray CR in the head");
-        }
-        lines.push(line);
-    }
-    let (start, rest) = lines.split_first().ok_or("empty head")?;
-    for l in rest {
+    let mut lines = body.split(|&b| b == b'\n');
+    lines.next_back();
+    let start = lines
+        .next()
+        .ok_or("empty head")?
+        .strip_suffix(b"\r")
+        .ok_or("bare LF line ending")?;
+    checked(start)?;
+    let mut fields = Vec::new();
+    for l in lines {
+        let l = l.strip_suffix(b"\r").ok_or("bare LF line ending")?;
+        checked(l)?;
         if l.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             return Err("obsolete line folding (obs-fold)");
         }
@@ -102,74 +102,84 @@ fn split(head: &[u8]) -> Result<(&[u8], Fields<'_>), &'static str> {
         {
             return Err("control character in a header value");
         }
+        fields.push(l);
     }
-    Ok((
-        start,
-        Fields {
-            lines: rest.to_vec(),
-        },
-    ))
+    Ok((start, Fields { lines: fields }))
 }
 
-impl Fields<'_> {
-    /// Every value of `name` (case-insensitive), trimmed.
-    fn all(&self, name: &str) -> Vec<String> {
-        self.lines
-            .iter()
-            .filter_map(|l| {
-                let colon = l.iter().position(|&b| b == b':')?;
-                l[..colon]
-                    .eq_ignore_ascii_case(name.as_bytes())
-                    .then(|| String::from_utf8_lossy(&l[colon + 1..]).trim().to_string())
-            })
-            .collect()
+fn checked(line: &[u8]) -> Result<(), &'static str> {
+    if line.contains(&b'\r') {
+        return Err("stray CR in the head");
+    }
+    Ok(())
+}
+
+/// `v` without leading and trailing spaces and tabs (HTTP's OWS).
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !ows(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// The comma-separated elements of header values, each trimmed.
+fn elements<'v>(values: impl Iterator<Item = &'v [u8]>) -> impl Iterator<Item = &'v [u8]> {
+    values.flat_map(|v| v.split(|&b| b == b',').map(trim_ows))
+}
+
+impl<'a> Fields<'a> {
+    /// Every value of `name` (case-insensitive), trimmed, in order. The
+    /// parser runs per request and per response, so nothing is allocated.
+    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
+        self.lines.iter().filter_map(move |l| {
+            let colon = l.iter().position(|&b| b == b':')?;
+            l[..colon]
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| trim_ows(&l[colon + 1..]))
+        })
     }
 
-    /// Connection tokens, lower-cased.
-    fn connection(&self) -> Vec<String> {
-        self.all("connection")
-            .iter()
-            .flat_map(|v| {
-                v.split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+    /// Whether the Connection header lists `token` (case-insensitive).
+    fn connection_has(&self, token: &str) -> bool {
+        elements(self.values("connection")).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     }
 
     /// The body framing from Content-Length and Transfer-Encoding.
     fn framing(&self) -> Result<Option<Framing>, &'static str> {
-        let te = self.all("transfer-encoding");
-        let cl = self.all("content-length");
-        if !te.is_empty() && !cl.is_empty() {
+        let has_te = self.values("transfer-encoding").next().is_some();
+        let has_cl = self.values("content-length").next().is_some();
+        if has_te && has_cl {
             return Err("both Content-Length and Transfer-Encoding");
         }
-        if !te.is_empty() {
-            let codings: Vec<String> = te
-                .iter()
-                .flat_map(|v| {
-                    v.split(',')
-                        .map(|t| t.trim().to_ascii_lowercase())
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            return match codings.as_slice() {
-                [only] if only == "chunked" => Ok(Some(Framing::Chunked)),
+        if has_te {
+            let mut codings = elements(self.values("transfer-encoding"));
+            return match (codings.next(), codings.next()) {
+                (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => {
+                    Ok(Some(Framing::Chunked))
+                }
                 _ => Err("unsupported Transfer-Encoding (only a single \"chunked\")"),
             };
         }
         let mut length = None;
-        for v in cl.iter().flat_map(|v| v.split(',').map(str::trim)) {
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 19 {
+        for v in elements(self.values("content-length")) {
+            if v.is_empty() || !v.iter().all(|b| b.is_ascii_digit()) || v.len() > 19 {
                 return Err("invalid Content-Length");
             }
-            let n: u64 = v.parse().map_err(|_| "invalid Content-Length")?;
+            let n: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .ok_or("invalid Content-Length")?;
             match length {
                 Some(prev) if prev != n => return Err("differing Content-Length values"),
                 _ => length = Some(n),
             }
         }
         Ok(length.map(Framing::Length))
+    }
+
+    /// Whether the connection closes after this message.
+    fn closes(&self, minor: u8) -> bool {
+        self.connection_has("close") || (minor == 0 && !self.connection_has("keep-alive"))
     }
 }
 
@@ -208,8 +218,10 @@ fn host_only(value: &str) -> Result<String, &'static str> {
 /// Parses a complete request head (ending in the empty line).
 pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
     let (start, fields) = split(head)?;
-    let parts: Vec<&[u8]> = start.split(|&b| b == b' ').collect();
-    let [method, target, ver] = parts.as_slice() else {
+    let mut parts = start.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(ver), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("malformed request line");
     };
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
@@ -221,10 +233,10 @@ pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
     let minor = version(ver)?;
     let method = String::from_utf8_lossy(method).into_owned();
     let target = String::from_utf8_lossy(target).into_owned();
-    let hosts = fields.all("host");
-    let host = match hosts.as_slice() {
-        [h] => host_only(h)?,
-        [] => return Err("missing Host header"),
+    let mut hosts = fields.values("host");
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => host_only(&String::from_utf8_lossy(h))?,
+        (None, _) => return Err("missing Host header"),
         _ => return Err("duplicate Host header"),
     };
     let path_and_query = if let Some(rest) = target
@@ -250,9 +262,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
         .split_once('?')
         .map_or(path_and_query.clone(), |(p, _)| p.to_string());
     let framing = fields.framing()?.unwrap_or(Framing::None);
-    let conn = fields.connection();
-    let close = conn.iter().any(|t| t == "close")
-        || (minor == 0 && !conn.iter().any(|t| t == "keep-alive"));
+    let close = fields.closes(minor);
     Ok(Request {
         method,
         target,
@@ -276,9 +286,7 @@ pub fn parse_response(head: &[u8], head_request: bool) -> Result<Response, &'sta
     let status: u16 = String::from_utf8_lossy(code)
         .parse()
         .map_err(|_| "malformed status code")?;
-    let conn = fields.connection();
-    let close = conn.iter().any(|t| t == "close")
-        || (minor == 0 && !conn.iter().any(|t| t == "keep-alive"));
+    let close = fields.closes(minor);
     let declared = fields.framing()?;
     let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
     {
