@@ -128,71 +128,208 @@ impl TcpRelay {
         if let Some(b) = self.cfg.backup.clone() {
             tokio::spawn(monitor(shared.clone(), b, stop.clone()));
         }
-        // One waiter for the whole loop, not one registered per accept.
-        let stopped = stop.cancelled();
-        tokio::pin!(stopped);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = &mut stopped => break,
-                r = self.listener.accept() => r,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, the
-                    // process stays up and recovers when descriptors free up.
-                    tracing::error!(relay = %self.cfg.name, "stone {}: accept failed: {e}", self.id);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
-            // Behind a load balancer the peer is the balancer: check it
-            // against accept_from here, and the real client after the
-            // PROXY header.
-            if let Some((_, from)) = &self.cfg.proxy_protocol.accept {
-                if from.check(peer.ip()).0 == Action::Deny {
-                    tracing::warn!(relay = %self.cfg.name, "stone {}: PROXY protocol violation: {peer} is not in accept_from", self.id);
-                    refuse(&shared, &stream, peer, CloseReason::BadRequest);
-                    continue;
-                }
-            }
-            let (action, rule) = match self.cfg.proxy_protocol.accept {
-                Some(_) => (Action::Allow, None),
-                None => self.cfg.acl.check(peer.ip()),
-            };
-            if action == Action::Deny {
-                let why = rule.map_or_else(
-                    || "no allow rule matched".to_string(),
-                    |r| format!("deny {}", r.block),
-                );
-                tracing::warn!(relay = %self.cfg.name, "stone {}: access denied: from {peer} ({why})", self.id);
-                refuse(&shared, &stream, peer, CloseReason::RefusedAcl);
-                continue;
-            }
-            let mode = rule
-                .map(|r| r.mode)
-                .filter(|m| *m > 0)
-                .unwrap_or(self.cfg.dump);
-            if let Some(acct) = &shared.accounting {
-                account(acct, local_port, self.id, peer);
-            }
-            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    relay = %self.cfg.name,
-                    "stone {}: connection limit {} reached, refusing TCP {} from {peer}",
-                    self.id, self.cfg.max_connections, stream.as_raw_fd()
-                );
-                refuse(&shared, &stream, peer, CloseReason::RefusedLimit);
-                continue;
-            };
-            let shared = shared.clone();
-            tracker.spawn(async move {
-                handle(&shared, stream, peer, mode, &shared.force).await;
-                drop(permit);
-            });
+        let shards = shard_count();
+        if shards <= 1 {
+            let local = TaskTracker::new();
+            accept_loop(
+                self.listener,
+                shared,
+                self.limit,
+                local_port,
+                stop,
+                tracker,
+                local,
+            )
+            .await;
+            return;
         }
+        // If this future is dropped (its runtime is going away) the shard
+        // threads must not go on accepting: stop them, and their connections.
+        let guards = (stop.clone().drop_guard(), shared.force.clone().drop_guard());
+        let listener = match self.listener.into_std() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(relay = %self.cfg.name, "stone {}: cannot hand the listener to worker threads: {e}", self.id);
+                return;
+            }
+        };
+        let mut running = Vec::new();
+        for i in 0..shards {
+            let shard = Shard {
+                shared: shared.clone(),
+                limit: self.limit.clone(),
+                local_port,
+                stop: stop.clone(),
+                tracker: tracker.clone(),
+            };
+            match listener.try_clone().and_then(|l| shard.start(i, l)) {
+                Ok(done) => running.push(done),
+                Err(e) => {
+                    tracing::error!(relay = %self.cfg.name, "stone {}: cannot start worker thread {i}: {e}", self.id)
+                }
+            }
+        }
+        if running.is_empty() {
+            // No thread would start: accept here instead.
+            match TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let local = TaskTracker::new();
+                    accept_loop(l, shared, self.limit, local_port, stop, tracker, local).await;
+                }
+                Err(e) => {
+                    tracing::error!(relay = %self.cfg.name, "stone {}: cannot listen: {e}", self.id)
+                }
+            }
+        }
+        for done in running {
+            let _ = done.await;
+        }
+        let (s, f) = guards;
+        s.disarm();
+        f.disarm();
+    }
+}
+
+/// How many threads accept and serve each TCP relay's connections: one
+/// per CPU this process may use.
+fn shard_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One worker thread's share of a TCP relay: it accepts from a duplicate of
+/// the listening socket (the kernel hands each new connection to one
+/// waiting thread) and serves those connections on its own single-threaded
+/// runtime. A connection then never moves between threads, and no thread
+/// wakes another to run it, which is where a work-stealing runtime spends
+/// its time on short connections.
+struct Shard {
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    local_port: u16,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Shard {
+    /// Starts the thread; the receiver completes when it stops accepting.
+    fn start(
+        self,
+        i: usize,
+        listener: std::net::TcpListener,
+    ) -> io::Result<tokio::sync::oneshot::Receiver<()>> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let name = self.shared.cfg.name.clone();
+        let id = self.shared.id;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("ossrelay-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let local = TaskTracker::new();
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            accept_loop(
+                                l,
+                                self.shared,
+                                self.limit,
+                                self.local_port,
+                                self.stop,
+                                self.tracker,
+                                local.clone(),
+                            )
+                            .await
+                        }
+                        Err(e) => tracing::error!(relay = %name, "stone {id}: worker thread {i} cannot listen: {e}"),
+                    }
+                    let _ = done_tx.send(());
+                    // Drive this thread's connections until they end.
+                    local.close();
+                    local.wait().await;
+                });
+            })?;
+        Ok(done_rx)
+    }
+}
+
+/// Accepts until `stop` is cancelled. Each connection is tracked on
+/// `tracker` (the relay's drain) and on `local` (this thread's own).
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    local_port: u16,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    local: TaskTracker,
+) {
+    // One waiter for the whole loop, not one registered per accept.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning, the
+                // process stays up and recovers when descriptors free up.
+                tracing::error!(relay = %shared.cfg.name, "stone {}: accept failed: {e}", shared.id);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
+        // Behind a load balancer the peer is the balancer: check it
+        // against accept_from here, and the real client after the
+        // PROXY header.
+        if let Some((_, from)) = &shared.cfg.proxy_protocol.accept {
+            if from.check(peer.ip()).0 == Action::Deny {
+                tracing::warn!(relay = %shared.cfg.name, "stone {}: PROXY protocol violation: {peer} is not in accept_from", shared.id);
+                refuse(&shared, &stream, peer, CloseReason::BadRequest);
+                continue;
+            }
+        }
+        let (action, rule) = match shared.cfg.proxy_protocol.accept {
+            Some(_) => (Action::Allow, None),
+            None => shared.cfg.acl.check(peer.ip()),
+        };
+        if action == Action::Deny {
+            let why = rule.map_or_else(
+                || "no allow rule matched".to_string(),
+                |r| format!("deny {}", r.block),
+            );
+            tracing::warn!(relay = %shared.cfg.name, "stone {}: access denied: from {peer} ({why})", shared.id);
+            refuse(&shared, &stream, peer, CloseReason::RefusedAcl);
+            continue;
+        }
+        let mode = rule
+            .map(|r| r.mode)
+            .filter(|m| *m > 0)
+            .unwrap_or(shared.cfg.dump);
+        if let Some(acct) = &shared.accounting {
+            account(acct, local_port, shared.id, peer);
+        }
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(
+                relay = %shared.cfg.name,
+                "stone {}: connection limit {} reached, refusing TCP {} from {peer}",
+                shared.id, shared.cfg.max_connections, stream.as_raw_fd()
+            );
+            refuse(&shared, &stream, peer, CloseReason::RefusedLimit);
+            continue;
+        };
+        let shared = shared.clone();
+        let conn = tracker.track_future(async move {
+            handle(&shared, stream, peer, mode, &shared.force).await;
+            drop(permit);
+        });
+        tokio::spawn(local.track_future(conn));
     }
 }
 
