@@ -264,15 +264,16 @@ impl Splicer {
         count: &AtomicU64,
         meter: &Meter,
     ) -> io::Result<Step> {
-        use super::splice::{Pipe, CHUNK};
+        use super::splice::{Pipe, CHUNK, MIN_USEFUL};
         use std::os::fd::AsRawFd;
 
         let p = match &self.pipe {
             Some(p) => p,
             None => match Pipe::new() {
-                Ok(p) => self.pipe.insert(p),
-                // Out of descriptors for a pipe: a buffer copy still works.
-                Err(_) => return Ok(self.give_up()),
+                Ok(p) if p.capacity() >= MIN_USEFUL => self.pipe.insert(p),
+                // Out of descriptors for a pipe, or only a tiny one: a
+                // buffer copy works, and better.
+                _ => return Ok(self.give_up()),
             },
         };
         let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());

@@ -11,8 +11,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// the pipe is larger than the default 64 KiB.
 pub const CHUNK: usize = 1 << 20;
 
-/// Requested pipe capacity.
-const PIPE_SIZE: libc::c_int = 256 * 1024;
+/// Requested pipe capacity. A larger pipe moves more per splice pair: on
+/// loopback 1 MiB took a fifth less CPU per GiB than 256 KiB. Its pages
+/// are only references to the socket's, held while data waits.
+const PIPE_SIZE: libc::c_int = 1024 * 1024;
+
+/// Below this a pipe is not worth splicing through: an unprivileged user
+/// past `/proc/sys/fs/pipe-user-pages-soft` gets pipes of two pages, and
+/// a 16 KiB buffer copy beats splicing 8 KiB at a time.
+pub const MIN_USEFUL: usize = 64 * 1024;
 
 /// A non-blocking pipe; both ends close on drop.
 pub struct Pipe {
@@ -38,6 +45,14 @@ impl Pipe {
         // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int.
         unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
         Ok(Pipe { read, write })
+    }
+
+    /// The pipe's capacity in bytes (0 if it cannot be read).
+    pub fn capacity(&self) -> usize {
+        // SAFETY: fcntl on a descriptor we own; F_GETPIPE_SZ takes no
+        // argument and returns the size or -1.
+        let n = unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        usize::try_from(n).unwrap_or(0)
     }
 
     /// Moves up to `len` bytes from socket `from` into the pipe.
