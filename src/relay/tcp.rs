@@ -68,8 +68,10 @@ impl TcpRelay {
             super::ident::enable();
         }
         // Accepted sockets inherit these from the listener, which saves two
-        // system calls per connection. If setting them fails here, every
-        // accepted socket gets them one by one instead.
+        // system calls per connection. Set here, at bind time, and not when
+        // serving starts: the kernel creates a connection's socket (and
+        // copies the options) at the handshake, before accept() runs.
+        // If setting them fails, every accepted socket gets them instead.
         let listener_opts = set_listener_options(&listener, &cfg);
         let limit = Arc::new(Semaphore::new(cfg.max_connections));
         let accounting = match &cfg.accounting {
@@ -124,28 +126,26 @@ impl TcpRelay {
             inherited: self.listener_opts,
             force,
         });
-        let local_port = self.local_addr().map(|a| a.port()).unwrap_or(0);
         if let Some(b) = self.cfg.backup.clone() {
             tokio::spawn(monitor(shared.clone(), b, stop.clone()));
         }
-        let shards = shard_count();
-        if shards <= 1 {
-            let local = TaskTracker::new();
-            accept_loop(
-                self.listener,
-                shared,
-                self.limit,
-                local_port,
-                stop,
-                tracker,
-                local,
-            )
-            .await;
+        let shard = Shard {
+            shared,
+            limit: self.limit,
+            stop,
+            tracker,
+        };
+        let threads = shard_count();
+        if threads <= 1 {
+            shard.accept(self.listener, TaskTracker::new()).await;
             return;
         }
         // If this future is dropped (its runtime is going away) the shard
         // threads must not go on accepting: stop them, and their connections.
-        let guards = (stop.clone().drop_guard(), shared.force.clone().drop_guard());
+        let guards = (
+            shard.stop.clone().drop_guard(),
+            shard.shared.force.clone().drop_guard(),
+        );
         let listener = match self.listener.into_std() {
             Ok(l) => l,
             Err(e) => {
@@ -154,15 +154,8 @@ impl TcpRelay {
             }
         };
         let mut running = Vec::new();
-        for i in 0..shards {
-            let shard = Shard {
-                shared: shared.clone(),
-                limit: self.limit.clone(),
-                local_port,
-                stop: stop.clone(),
-                tracker: tracker.clone(),
-            };
-            match listener.try_clone().and_then(|l| shard.start(i, l)) {
+        for i in 0..threads {
+            match listener.try_clone().and_then(|l| shard.clone().start(i, l)) {
                 Ok(done) => running.push(done),
                 Err(e) => {
                     tracing::error!(relay = %self.cfg.name, "stone {}: cannot start worker thread {i}: {e}", self.id)
@@ -172,10 +165,7 @@ impl TcpRelay {
         if running.is_empty() {
             // No thread would start: accept here instead.
             match TcpListener::from_std(listener) {
-                Ok(l) => {
-                    let local = TaskTracker::new();
-                    accept_loop(l, shared, self.limit, local_port, stop, tracker, local).await;
-                }
+                Ok(l) => shard.accept(l, TaskTracker::new()).await,
                 Err(e) => {
                     tracing::error!(relay = %self.cfg.name, "stone {}: cannot listen: {e}", self.id)
                 }
@@ -196,30 +186,29 @@ fn shard_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// One worker thread's share of a TCP relay: it accepts from a duplicate of
-/// the listening socket (the kernel hands each new connection to one
-/// waiting thread) and serves those connections on its own single-threaded
-/// runtime. A connection then never moves between threads, and no thread
-/// wakes another to run it, which is where a work-stealing runtime spends
-/// its time on short connections.
+/// What an accept loop needs. With several CPUs each worker thread runs one
+/// on a duplicate of the listening socket (the kernel hands each new
+/// connection to one waiting thread) and serves those connections on its
+/// own single-threaded runtime. A connection then never moves between
+/// threads, and no thread wakes another to run it, which is where a
+/// work-stealing runtime spends its time on short connections.
+#[derive(Clone)]
 struct Shard {
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
-    local_port: u16,
     stop: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Shard {
-    /// Starts the thread; the receiver completes when it stops accepting.
+    /// Starts worker thread `i`; the receiver completes when it stops
+    /// accepting.
     fn start(
         self,
         i: usize,
         listener: std::net::TcpListener,
     ) -> io::Result<tokio::sync::oneshot::Receiver<()>> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let name = self.shared.cfg.name.clone();
-        let id = self.shared.id;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -229,19 +218,11 @@ impl Shard {
                 runtime.block_on(async move {
                     let local = TaskTracker::new();
                     match TcpListener::from_std(listener) {
-                        Ok(l) => {
-                            accept_loop(
-                                l,
-                                self.shared,
-                                self.limit,
-                                self.local_port,
-                                self.stop,
-                                self.tracker,
-                                local.clone(),
-                            )
-                            .await
+                        Ok(l) => self.accept(l, local.clone()).await,
+                        Err(e) => {
+                            let (name, id) = (&self.shared.cfg.name, self.shared.id);
+                            tracing::error!(relay = %name, "stone {id}: worker thread {i} cannot listen: {e}")
                         }
-                        Err(e) => tracing::error!(relay = %name, "stone {id}: worker thread {i} cannot listen: {e}"),
                     }
                     let _ = done_tx.send(());
                     // Drive this thread's connections until they end.
@@ -251,85 +232,77 @@ impl Shard {
             })?;
         Ok(done_rx)
     }
-}
 
-/// Accepts until `stop` is cancelled. Each connection is tracked on
-/// `tracker` (the relay's drain) and on `local` (this thread's own).
-#[allow(clippy::too_many_arguments)]
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
-    local_port: u16,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-    local: TaskTracker,
-) {
-    // One waiter for the whole loop, not one registered per accept.
-    let stopped = stop.cancelled();
-    tokio::pin!(stopped);
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning, the
-                // process stays up and recovers when descriptors free up.
-                tracing::error!(relay = %shared.cfg.name, "stone {}: accept failed: {e}", shared.id);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    /// Accepts until `stop` is cancelled. Each connection is tracked on
+    /// `tracker` (the relay's drain) and on `local` (this thread's own).
+    async fn accept(&self, listener: TcpListener, local: TaskTracker) {
+        let shared = &self.shared;
+        // One waiter for the whole loop, not one registered per accept.
+        let stopped = self.stop.cancelled();
+        tokio::pin!(stopped);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, the
+                    // process stays up and recovers when descriptors free up.
+                    tracing::error!(relay = %shared.cfg.name, "stone {}: accept failed: {e}", shared.id);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
+            // Behind a load balancer the peer is the balancer: check it
+            // against accept_from here, and the real client after the
+            // PROXY header.
+            if let Some((_, from)) = &shared.cfg.proxy_protocol.accept {
+                if from.check(peer.ip()).0 == Action::Deny {
+                    tracing::warn!(relay = %shared.cfg.name, "stone {}: PROXY protocol violation: {peer} is not in accept_from", shared.id);
+                    refuse(shared, &stream, peer, CloseReason::BadRequest);
+                    continue;
+                }
+            }
+            let (action, rule) = match shared.cfg.proxy_protocol.accept {
+                Some(_) => (Action::Allow, None),
+                None => shared.cfg.acl.check(peer.ip()),
+            };
+            if action == Action::Deny {
+                let why = rule.map_or_else(
+                    || "no allow rule matched".to_string(),
+                    |r| format!("deny {}", r.block),
+                );
+                tracing::warn!(relay = %shared.cfg.name, "stone {}: access denied: from {peer} ({why})", shared.id);
+                refuse(shared, &stream, peer, CloseReason::RefusedAcl);
                 continue;
             }
-        };
-        let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
-        // Behind a load balancer the peer is the balancer: check it
-        // against accept_from here, and the real client after the
-        // PROXY header.
-        if let Some((_, from)) = &shared.cfg.proxy_protocol.accept {
-            if from.check(peer.ip()).0 == Action::Deny {
-                tracing::warn!(relay = %shared.cfg.name, "stone {}: PROXY protocol violation: {peer} is not in accept_from", shared.id);
-                refuse(&shared, &stream, peer, CloseReason::BadRequest);
-                continue;
+            let mode = rule
+                .map(|r| r.mode)
+                .filter(|m| *m > 0)
+                .unwrap_or(shared.cfg.dump);
+            if let Some(acct) = &shared.accounting {
+                account(acct, shared.listen_port, shared.id, peer);
             }
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    relay = %shared.cfg.name,
+                    "stone {}: connection limit {} reached, refusing TCP {} from {peer}",
+                    shared.id, shared.cfg.max_connections, stream.as_raw_fd()
+                );
+                refuse(shared, &stream, peer, CloseReason::RefusedLimit);
+                continue;
+            };
+            let shared = shared.clone();
+            let conn = self.tracker.track_future(async move {
+                handle(&shared, stream, peer, mode).await;
+                drop(permit);
+            });
+            tokio::spawn(local.track_future(conn));
         }
-        let (action, rule) = match shared.cfg.proxy_protocol.accept {
-            Some(_) => (Action::Allow, None),
-            None => shared.cfg.acl.check(peer.ip()),
-        };
-        if action == Action::Deny {
-            let why = rule.map_or_else(
-                || "no allow rule matched".to_string(),
-                |r| format!("deny {}", r.block),
-            );
-            tracing::warn!(relay = %shared.cfg.name, "stone {}: access denied: from {peer} ({why})", shared.id);
-            refuse(&shared, &stream, peer, CloseReason::RefusedAcl);
-            continue;
-        }
-        let mode = rule
-            .map(|r| r.mode)
-            .filter(|m| *m > 0)
-            .unwrap_or(shared.cfg.dump);
-        if let Some(acct) = &shared.accounting {
-            account(acct, local_port, shared.id, peer);
-        }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(
-                relay = %shared.cfg.name,
-                "stone {}: connection limit {} reached, refusing TCP {} from {peer}",
-                shared.id, shared.cfg.max_connections, stream.as_raw_fd()
-            );
-            refuse(&shared, &stream, peer, CloseReason::RefusedLimit);
-            continue;
-        };
-        let shared = shared.clone();
-        let conn = tracker.track_future(async move {
-            handle(&shared, stream, peer, mode, &shared.force).await;
-            drop(permit);
-        });
-        tokio::spawn(local.track_future(conn));
     }
 }
 
@@ -359,17 +332,11 @@ fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, reason: CloseRe
     .emit();
 }
 
-async fn handle(
-    shared: &Shared,
-    mut client: TcpStream,
-    peer: SocketAddr,
-    mode: u32,
-    force: &CancellationToken,
-) {
+async fn handle(shared: &Shared, mut client: TcpStream, peer: SocketAddr, mode: u32) {
     // The pair's own token: every wake-up of this task polls it, and
     // polling a token takes its lock. On the relay-wide token that lock
     // would be shared by every connection; a child's is this task's alone.
-    let force = &force.child_token();
+    let force = &shared.force.child_token();
     let cfg = &shared.cfg;
     let meter = Meter::new();
     let fd = client.as_raw_fd();
