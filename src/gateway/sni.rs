@@ -36,15 +36,21 @@ pub(crate) async fn alert(client: &mut TcpStream, description: u8) {
 }
 
 /// What the ClientHello said, or why it could not be read.
-enum Hello {
+pub(crate) enum Hello {
     Name(Option<String>),
     Closed,
     Bad(String),
 }
 
-async fn read_hello(client: &mut TcpStream, seen: &mut Vec<u8>, gw: &Gateway) -> Hello {
+/// Reads a ClientHello into `seen` (every byte read, for replaying), giving
+/// up after `limit` or 64 KiB.
+pub(crate) async fn read_hello(
+    client: &mut TcpStream,
+    seen: &mut Vec<u8>,
+    limit: std::time::Duration,
+) -> Hello {
     let mut acceptor = rustls::server::Acceptor::default();
-    let deadline = tokio::time::Instant::now() + gw.head_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     let mut tmp = vec![0u8; 16 * 1024];
     loop {
         let n = match tokio::time::timeout_at(deadline, client.read(&mut tmp)).await {
@@ -110,7 +116,7 @@ pub async fn serve(
     let fd = client.as_raw_fd();
     let started = Instant::now();
     let mut seen = Vec::new();
-    let name = match read_hello(&mut client, &mut seen, gw).await {
+    let name = match read_hello(&mut client, &mut seen, gw.head_timeout).await {
         Hello::Name(n) => n,
         Hello::Closed => return,
         Hello::Bad(why) => {

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -688,36 +688,26 @@ async fn proxy_connect(
     // need not match the CONNECT target.
     let (mut up, addr) = connected?;
     if let (Some(bp), true) = (&policy.buckets, target.tunnel) {
+        use crate::gateway::sni::{self, Hello};
         let mut hello = Vec::new();
-        let mut acceptor = rustls::server::Acceptor::default();
-        let mut tmp = vec![0u8; 16 * 1024];
-        loop {
-            let n = match tokio::time::timeout(proxy::HEAD_TIMEOUT, client.read(&mut tmp)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return Err(CloseReason::BadRequest),
-            };
-            hello.extend_from_slice(&tmp[..n]);
-            if hello[0] != 0x16 {
-                // Plain HTTP inside a tunnel could name any bucket in
-                // request after request; with a bucket policy only TLS
-                // (checked by its server name) or absolute-form requests
-                // (checked one by one) may pass.
+        let name = match sni::read_hello(client, &mut hello, proxy::HEAD_TIMEOUT).await {
+            Hello::Name(name) => name,
+            // Plain HTTP inside a tunnel could name any bucket in request
+            // after request; with a bucket policy only TLS (checked by its
+            // server name) or absolute-form requests (checked one by one)
+            // may pass.
+            Hello::Bad(_) if hello.first().is_some_and(|&b| b != 0x16) => {
                 tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {} carries no TLS; refused under the bucket policy (send plain HTTP as absolute-form requests)", shared.id, target.host);
                 let _ = client.shutdown().await;
                 return Err(CloseReason::RefusedDestination);
             }
-            let name = match crate::gateway::sni::step(&mut acceptor, &tmp[..n]) {
-                Ok(None) if hello.len() < 64 * 1024 => continue,
-                Ok(Some(name)) => name,
-                _ => return Err(CloseReason::BadRequest),
-            };
-            let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
-            if let Err(why) = bp.check(bucket.as_deref()) {
-                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", shared.id, target.host);
-                crate::gateway::sni::alert(client, crate::gateway::sni::ACCESS_DENIED).await;
-                return Err(CloseReason::RefusedDestination);
-            }
-            break;
+            Hello::Bad(_) | Hello::Closed => return Err(CloseReason::BadRequest),
+        };
+        let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
+        if let Err(why) = bp.check(bucket.as_deref()) {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", shared.id, target.host);
+            sni::alert(client, sni::ACCESS_DENIED).await;
+            return Err(CloseReason::RefusedDestination);
         }
         meter
             .from_client

@@ -412,6 +412,19 @@ async fn openssl_s_client_through_sni_passthrough() {
     relay.shutdown().await;
 }
 
+/// A CONNECT tunnel through the proxy at `proxy` to `target`, past the
+/// relay's "established" reply.
+async fn tunnel(proxy: std::net::SocketAddr, target: &str) -> TcpStream {
+    let mut t = TcpStream::connect(proxy).await.unwrap();
+    t.write_all(format!("CONNECT {target} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; "HTTP/1.0 200 Connection established\r\n\r\n".len()];
+    t.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, b"HTTP/1.0 200 Connection established\r\n\r\n");
+    t
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_proxy_applies_the_bucket_policy() {
     let (up, seen) = recording_upstream().await;
@@ -460,25 +473,18 @@ async fn forward_proxy_applies_the_bucket_policy() {
     let r = exchange(relay.addr, two.as_bytes()).await;
     assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
     // Plain HTTP inside a tunnel cannot be policed request by request.
-    let mut t = TcpStream::connect(relay.addr).await.unwrap();
-    t.write_all(format!("CONNECT good.oss.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = vec![0u8; "HTTP/1.0 200 Connection established\r\n\r\n".len()];
-    t.read_exact(&mut head).await.unwrap();
+    let mut t = tunnel(relay.addr, &format!("good.oss.test:{port}")).await;
     t.write_all(b"GET /k HTTP/1.1\r\nHost: attacker.oss.test\r\n\r\n")
         .await
         .unwrap();
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut got)).await;
+    tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut got))
+        .await
+        .expect("the relay closes a plain-HTTP tunnel at once")
+        .unwrap();
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     // A tunnel whose TLS server name names another bucket than CONNECT did.
-    let mut s = TcpStream::connect(relay.addr).await.unwrap();
-    s.write_all(format!("CONNECT good.oss.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = vec![0u8; "HTTP/1.0 200 Connection established\r\n\r\n".len()];
-    s.read_exact(&mut head).await.unwrap();
+    let mut s = tunnel(relay.addr, &format!("good.oss.test:{port}")).await;
     s.write_all(&client_hello("attacker.oss.test"))
         .await
         .unwrap();
