@@ -166,7 +166,7 @@ impl UdpRelay {
             udp_batch::segment_size(datagrams).filter(|_| self.gso.load(Ordering::Relaxed))
         {
             match udp_batch::send_segmented(upstream, datagrams, size) {
-                Ok(()) => return datagrams.iter().map(|d| d.len() as u64).sum(),
+                Ok(()) => return udp_batch::bytes(datagrams),
                 // Full buffer: the loop below waits for room.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // No UDP GSO here (old kernel, or a route that cannot do
@@ -208,10 +208,7 @@ impl UdpRelay {
                 }
             };
             if delivered {
-                bytes += datagrams[..sent]
-                    .iter()
-                    .map(|d| d.len() as u64)
-                    .sum::<u64>();
+                bytes += udp_batch::bytes(&datagrams[..sent]);
             }
             datagrams = &datagrams[sent..];
         }

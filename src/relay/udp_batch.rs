@@ -132,6 +132,20 @@ pub fn send_connected(sock: &UdpSocket, datagrams: &[&[u8]]) -> io::Result<usize
     }
 }
 
+/// An iovec over a datagram to send; the kernel only reads through it.
+#[cfg(target_os = "linux")]
+fn outgoing(d: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: d.as_ptr() as *mut libc::c_void,
+        iov_len: d.len(),
+    }
+}
+
+/// Total payload bytes of `datagrams`.
+pub fn bytes(datagrams: &[&[u8]]) -> u64 {
+    datagrams.iter().map(|d| d.len() as u64).sum()
+}
+
 #[cfg(target_os = "linux")]
 fn sendmmsg(fd: std::os::fd::RawFd, datagrams: &[&[u8]]) -> io::Result<usize> {
     let count = datagrams.len().min(BATCH);
@@ -139,11 +153,7 @@ fn sendmmsg(fd: std::os::fd::RawFd, datagrams: &[&[u8]]) -> io::Result<usize> {
     let (mut iov, mut hdrs): ([libc::iovec; BATCH], [libc::mmsghdr; BATCH]) =
         unsafe { std::mem::zeroed() };
     for (i, d) in datagrams[..count].iter().enumerate() {
-        iov[i] = libc::iovec {
-            // sendmmsg only reads through the pointer.
-            iov_base: d.as_ptr() as *mut libc::c_void,
-            iov_len: d.len(),
-        };
+        iov[i] = outgoing(d);
         hdrs[i].msg_hdr.msg_iov = &mut iov[i];
         hdrs[i].msg_hdr.msg_iovlen = 1;
     }
@@ -174,9 +184,11 @@ const UDP_SEGMENT: libc::c_int = 103;
 pub fn segment_size(datagrams: &[&[u8]]) -> Option<usize> {
     let (last, rest) = datagrams.split_last()?;
     let size = rest.first()?.len();
-    let total: usize = datagrams.iter().map(|d| d.len()).sum();
     let uniform = rest.iter().all(|d| d.len() == size) && (1..=size).contains(&last.len());
-    (size > 0 && uniform && datagrams.len() <= GSO_MAX_SEGMENTS && total <= GSO_MAX_BYTES)
+    (size > 0
+        && uniform
+        && datagrams.len() <= GSO_MAX_SEGMENTS
+        && bytes(datagrams) <= GSO_MAX_BYTES as u64)
         .then_some(size)
 }
 
@@ -192,11 +204,7 @@ pub fn send_segmented(sock: &UdpSocket, datagrams: &[&[u8]], size: usize) -> io:
         let (mut iov, mut msg): ([libc::iovec; GSO_MAX_SEGMENTS], libc::msghdr) =
             unsafe { std::mem::zeroed() };
         for (i, d) in datagrams.iter().enumerate() {
-            iov[i] = libc::iovec {
-                // sendmsg only reads through the pointer.
-                iov_base: d.as_ptr() as *mut libc::c_void,
-                iov_len: d.len(),
-            };
+            iov[i] = outgoing(d);
         }
         // Room for one cmsg with a u16, 8-byte aligned as cmsghdr needs.
         let mut control = [0u64; 4];
