@@ -76,16 +76,10 @@ fn split(head: &[u8]) -> Result<(&[u8], Fields<'_>), &'static str> {
     let body = &head[..head.len() - 2];
     let mut lines = body.split(|&b| b == b'\n');
     lines.next_back();
-    let start = lines
-        .next()
-        .ok_or("empty head")?
-        .strip_suffix(b"\r")
-        .ok_or("bare LF line ending")?;
-    checked(start)?;
+    let start = crlf_line(lines.next().ok_or("empty head")?)?;
     let mut fields = Vec::new();
     for l in lines {
-        let l = l.strip_suffix(b"\r").ok_or("bare LF line ending")?;
-        checked(l)?;
+        let l = crlf_line(l)?;
         if l.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             return Err("obsolete line folding (obs-fold)");
         }
@@ -107,11 +101,14 @@ fn split(head: &[u8]) -> Result<(&[u8], Fields<'_>), &'static str> {
     Ok((start, Fields { lines: fields }))
 }
 
-fn checked(line: &[u8]) -> Result<(), &'static str> {
+/// A line (LF already split off) without its CR, which must be there and
+/// be its only CR.
+fn crlf_line(line: &[u8]) -> Result<&[u8], &'static str> {
+    let line = line.strip_suffix(b"\r").ok_or("bare LF line ending")?;
     if line.contains(&b'\r') {
         return Err("stray CR in the head");
     }
-    Ok(())
+    Ok(line)
 }
 
 /// `v` without leading and trailing spaces and tabs (HTTP's OWS).
