@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::Config;
+use crate::config::{Config, Forward, Service};
 use crate::pattern::HostPattern;
 
 /// One wanted hosts entry.
@@ -55,19 +55,26 @@ pub fn from_config(cfg: &Config, relay: Option<IpAddr>) -> Result<(IpAddr, Vec<S
         }
     }
     for r in &cfg.relays {
-        // A gateway's routes name the endpoints clients use.
-        for route in r.gateway.iter().flat_map(|g| &g.routes) {
-            match &route.host {
-                HostPattern::Exact(n) | HostPattern::Below(n) => add(n),
+        let upstream = match &r.service {
+            // A gateway's routes name the endpoints clients use.
+            Service::Http(g) | Service::Sni(g) => {
+                for route in &g.routes {
+                    match &route.host {
+                        HostPattern::Exact(n) | HostPattern::Below(n) => add(n),
+                    }
+                }
+                continue;
             }
-        }
-        if r.gateway.is_some() {
-            continue;
-        }
-        let host = &r.upstream.host;
-        let plain = r.proxy.is_none() && r.health.is_none() && r.upstream_unix.is_none();
-        if plain && host.parse::<IpAddr>().is_err() {
-            add(host);
+            Service::Tcp(Forward {
+                upstream,
+                unix: None,
+                ..
+            })
+            | Service::Udp(upstream) => upstream,
+            _ => continue,
+        };
+        if upstream.host.parse::<IpAddr>().is_err() {
+            add(&upstream.host);
         }
     }
     if endpoints.is_empty() {

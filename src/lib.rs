@@ -3,29 +3,43 @@
 //!
 //! The library is the engine; the `ossrelay` binary is its CLI. The usual
 //! flow is [`config::Config::load`] → [`server::Server::bind`] →
-//! [`server::Server::serve`], or [`run`] for all three.
+//! [`server::Server::serve`], or [`run`] for all three. See
+//! docs/ARCHITECTURE.md for the layers.
 
+// The four layers, top to bottom; data flows one way through them and no
+// module imports a layer above its own (tests/it/layers.rs checks this).
+pub mod connector;
+pub mod listener;
+pub mod pump;
+pub mod service;
+
+// The foundation every layer may use: settings, policies, wire formats,
+// observation. None of these imports a layer.
 pub mod acl;
+pub mod config;
+pub mod error;
+pub mod observe;
+pub mod pattern;
+pub mod policy;
+pub mod resolve;
+pub mod sockopt;
+pub mod tls;
+pub mod wire;
+
+// The application: the server that wires the layers together, and the
+// tools around the relay.
 #[cfg(feature = "store")]
 pub mod check;
-pub mod config;
 #[cfg(feature = "store")]
 pub mod demo;
 pub mod dns;
-pub mod error;
-pub mod gateway;
 pub mod hosts;
-pub mod observe;
-pub mod pattern;
-pub mod relay;
-pub mod resolve;
 #[cfg(feature = "store")]
 pub mod s3client;
 pub mod server;
 pub mod stone;
 #[cfg(feature = "store")]
 pub mod store;
-pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

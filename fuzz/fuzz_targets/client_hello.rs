@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(Some(Some(name))) = ossrelay::gateway::sni::server_name(data) {
+    if let Ok(Some(Some(name))) = ossrelay::wire::client_hello::server_name(data) {
         assert_eq!(name, name.to_ascii_lowercase());
     }
 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ossrelay::gateway::head::{self, Chunked, Framing};
+use ossrelay::wire::http_head::{self as head, Chunked, Framing};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(end) = head::head_end(data) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ossrelay::relay::proxy_protocol::{parse, Parsed, Version};
+use ossrelay::wire::proxy_protocol::{parse, Parsed, Version};
 
 fuzz_target!(|data: &[u8]| {
     for v in [Version::V1, Version::V2] {

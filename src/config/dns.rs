@@ -6,8 +6,24 @@ use std::time::Duration;
 use super::raw::RawDns;
 use super::Validator;
 use crate::acl::{Acl, Action, Cidr, Rule};
-use crate::dns::DnsConfig;
 use crate::pattern::HostPattern;
+
+/// The validated `[dns]` section.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// UDP and TCP address to serve.
+    pub listen: SocketAddr,
+    /// Names answered with `answer`.
+    pub names: Vec<HostPattern>,
+    /// The addresses returned (A for IPv4, AAAA for IPv6).
+    pub answer: Vec<IpAddr>,
+    /// TTL of the answers.
+    pub ttl: Duration,
+    /// Resolver for every other name; `None` refuses them.
+    pub upstream: Option<SocketAddr>,
+    /// Which clients may ask.
+    pub acl: Acl,
+}
 
 impl Validator<'_> {
     pub(super) fn dns(&mut self, raw: &RawDns) -> Option<DnsConfig> {

@@ -1,9 +1,90 @@
-//! The `protocol = "http"` keys of a relay, validated into a [`Gateway`].
+//! The routing settings of `protocol = "http"` and `protocol = "tls"`
+//! relays ([`Gateway`]: routes, default route, bucket policy, head
+//! timeout), how a request is routed, and their validation.
+
+use std::time::Duration;
 
 use super::raw::RawRelay;
 use super::{Upstream, Validator};
-use crate::gateway::{BucketPolicy, Gateway, Mode, Route, DEFAULT_HEAD_TIMEOUT};
 use crate::pattern::HostPattern;
+use crate::policy::bucket::BucketPolicy;
+
+/// Default time allowed for a request head to arrive (slowloris guard).
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A host pattern and where its requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Exact endpoint (path-style buckets) or `*.endpoint` (virtual-hosted).
+    pub host: HostPattern,
+    /// Destination.
+    pub upstream: Upstream,
+}
+
+/// The gateway settings of one relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// Routes in order; the first match wins.
+    pub routes: Vec<Route>,
+    /// Where requests for other hosts go; `None` refuses them with 421.
+    pub default_route: Option<Upstream>,
+    /// The bucket policy.
+    pub policy: BucketPolicy,
+    /// Time allowed for a request head.
+    pub head_timeout: Duration,
+}
+
+/// Where one request goes and which bucket it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// Index into the routes, or `None` for the default route.
+    pub route: Option<usize>,
+    /// The destination.
+    pub upstream: &'a Upstream,
+    /// The bucket, if the request names one.
+    pub bucket: Option<String>,
+    /// The object key (may be empty).
+    pub key: String,
+}
+
+impl Gateway {
+    /// Routes a request: virtual-hosted (`bucket.endpoint`) takes the
+    /// bucket from the host, path-style from the first path segment.
+    pub fn target(&self, host: &str, path: &str) -> Option<Target<'_>> {
+        let path = path.trim_start_matches('/');
+        let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+        for (i, r) in self.routes.iter().enumerate() {
+            if !r.host.matches(host) {
+                continue;
+            }
+            return Some(match r.host.prefix_of(host) {
+                Some(bucket) => Target {
+                    route: Some(i),
+                    upstream: &r.upstream,
+                    bucket: Some(bucket.to_string()),
+                    key: path.to_string(),
+                },
+                None => Target {
+                    route: Some(i),
+                    upstream: &r.upstream,
+                    bucket: (!first.is_empty()).then(|| first.to_string()),
+                    key: rest.to_string(),
+                },
+            });
+        }
+        self.default_route.as_ref().map(|u| Target {
+            route: None,
+            upstream: u,
+            bucket: (!first.is_empty()).then(|| first.to_string()),
+            key: rest.to_string(),
+        })
+    }
+
+    /// `Err(reason)` when the policy refuses `bucket`.
+    pub fn check(&self, bucket: Option<&str>) -> Result<(), String> {
+        self.policy.check(bucket)
+    }
+}
 
 /// Bucket names and globs: what S3 and OSS allow, plus `*`.
 fn bucket_glob_ok(g: &str) -> bool {
@@ -14,10 +95,10 @@ fn bucket_glob_ok(g: &str) -> bool {
 }
 
 impl Validator<'_> {
-    pub(super) fn gateway(&mut self, i: usize, r: &RawRelay, mode: Mode) -> Option<Gateway> {
+    pub(super) fn gateway(&mut self, i: usize, r: &RawRelay, sni: bool) -> Option<Gateway> {
         let key = |f: &str| format!("relay[{i}].{f}");
         let before = self.problems.len();
-        if mode == Mode::Sni && r.tls.is_some() {
+        if sni && r.tls.is_some() {
             self.missing(
                 &key("tls"),
                 "protocol = \"tls\" passes TLS through untouched; to terminate TLS use protocol = \"http\" with tls = {...}",
@@ -53,7 +134,6 @@ impl Validator<'_> {
             return None;
         }
         Some(Gateway {
-            mode,
             routes,
             default_route,
             policy,
@@ -106,5 +186,64 @@ impl Validator<'_> {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pattern::HostPattern;
+    use crate::policy::bucket::glob;
+
+    fn gw() -> Gateway {
+        let up = Upstream {
+            host: "oss.test".into(),
+            port: 80,
+        };
+        Gateway {
+            routes: vec![
+                Route {
+                    host: HostPattern::parse("*.oss.test").unwrap(),
+                    upstream: up.clone(),
+                },
+                Route {
+                    host: HostPattern::parse("oss.test").unwrap(),
+                    upstream: up,
+                },
+            ],
+            default_route: None,
+            policy: BucketPolicy {
+                allow: Some(vec!["aws-alibaba-oss".into(), "logs-*".into()]),
+                deny: vec!["logs-secret".into()],
+                allow_service: false,
+            },
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
+        }
+    }
+
+    #[test]
+    fn buckets_come_from_host_or_path_and_the_policy_decides() {
+        let g = gw();
+        let t = g.target("aws-alibaba-oss.oss.test", "/dir/k.txt").unwrap();
+        assert_eq!(
+            (t.bucket.as_deref(), t.key.as_str()),
+            (Some("aws-alibaba-oss"), "dir/k.txt")
+        );
+        let t = g.target("oss.test", "/logs-2026/a").unwrap();
+        assert_eq!(
+            (t.bucket.as_deref(), t.key.as_str()),
+            (Some("logs-2026"), "a")
+        );
+        assert_eq!(g.target("oss.test", "/").unwrap().bucket, None);
+        assert!(g.target("evil.example", "/").is_none());
+        assert!(g.check(Some("aws-alibaba-oss")).is_ok());
+        assert!(g.check(Some("logs-2026")).is_ok());
+        assert!(g
+            .check(Some("logs-secret"))
+            .unwrap_err()
+            .contains("deny_buckets"));
+        assert!(g.check(Some("attacker")).unwrap_err().contains("allowlist"));
+        assert!(g.check(None).unwrap_err().contains("allow_service"));
+        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b", "ab-c") && glob("*", ""));
     }
 }

@@ -8,7 +8,7 @@
 pub mod answer;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::acl::{canonical, Acl, Action};
-use crate::pattern::HostPattern;
+use crate::acl::{canonical, Action};
 use answer::Decision;
 
 /// How long the upstream resolver gets to answer.
@@ -25,22 +24,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a TCP client may stay silent between queries.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// The validated `[dns]` section.
-#[derive(Debug, Clone)]
-pub struct DnsConfig {
-    /// UDP and TCP address to serve.
-    pub listen: SocketAddr,
-    /// Names answered with `answer`.
-    pub names: Vec<HostPattern>,
-    /// The addresses returned (A for IPv4, AAAA for IPv6).
-    pub answer: Vec<IpAddr>,
-    /// TTL of the answers.
-    pub ttl: Duration,
-    /// Resolver for every other name; `None` refuses them.
-    pub upstream: Option<SocketAddr>,
-    /// Which clients may ask.
-    pub acl: Acl,
-}
+pub use crate::config::DnsConfig;
 
 /// A bound DNS responder.
 pub struct DnsServer {

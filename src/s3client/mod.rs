@@ -232,7 +232,7 @@ impl Client {
                 .await
                 .map_err(|e| transport(format!("connect: {e}")))?;
             let _ = tcp.set_nodelay(true);
-            let io: crate::relay::stream::Io = match &self.tls {
+            let io: crate::pump::stream::Io = match &self.tls {
                 None => Box::new(tcp),
                 Some(c) => {
                     let sni = rustls_pki_types::ServerName::try_from(name.clone())

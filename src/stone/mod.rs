@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::acl::Acl;
 use crate::config::{
-    Config, LogConfig, LogFormat, Protocol, RelayConfig, Upstream, DEFAULT_CONNECT_TIMEOUT,
+    Config, Forward, LogConfig, LogFormat, RelayConfig, Service, Upstream, DEFAULT_CONNECT_TIMEOUT,
 };
 use spec::Stone;
 
@@ -202,7 +202,7 @@ struct PerStone {
     /// `-I`: local address of upstream connections.
     source: Option<SocketAddr>,
     /// `-x` rules, captured by `proxy` stones defined after them.
-    proxy_rules: Vec<crate::relay::proxy::DestRule>,
+    proxy_rules: Vec<crate::policy::dest::DestRule>,
     /// `-s` script for the `-b` checks defined after it.
     script: Vec<(String, String)>,
     /// `-q` words in force (TLS to destinations).
@@ -443,7 +443,7 @@ fn option_group(
                     per.proxy_rules.clear();
                 } else {
                     let ports =
-                        crate::relay::proxy::parse_ports(&ports).map_err(|e| format!("-x: {e}"))?;
+                        crate::policy::dest::parse_ports(&ports).map_err(|e| format!("-x: {e}"))?;
                     let mut hosts = Vec::new();
                     loop {
                         let w = take(c)
@@ -455,7 +455,7 @@ fn option_group(
                     }
                     let (rules, default) =
                         spec::parse_xhosts(&hosts).map_err(|e| format!("-x: {e}"))?;
-                    per.proxy_rules.push(crate::relay::proxy::DestRule {
+                    per.proxy_rules.push(crate::policy::dest::DestRule {
                         ports,
                         hosts: Acl::with_default(rules, default),
                         names: Vec::new(),
@@ -571,7 +571,7 @@ fn service_stone(kind: &str, group: &[String]) -> Result<Stone, String> {
         return Err(format!("a {kind} stone is TCP only"));
     }
     let (acl, acl_default) = spec::parse_xhosts(&group[2..])?;
-    let proxy = (kind == "proxy").then(|| crate::relay::proxy::DestPolicy {
+    let proxy = (kind == "proxy").then(|| crate::policy::dest::DestPolicy {
         rules: Vec::new(),
         last_match_wins: true,
         only_v6: None,
@@ -650,7 +650,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
     let takes_word = target.http || target.header_every.is_some();
     let xhosts = if takes_word { 3 } else { 2 };
     let word = match group.get(2) {
-        Some(w) if takes_word => Some(crate::relay::rewrite::Template::parse(w).map_err(what)?),
+        Some(w) if takes_word => Some(crate::config::rewrite::Template::parse(w).map_err(what)?),
         None if takes_word => {
             return Err(what(format!(
                 "{first} needs a {} after the sport",
@@ -660,7 +660,7 @@ fn parse_stone(group: &[String], n: usize) -> Result<Stone, String> {
         _ => None,
     };
     let rewrite = (takes_word || listen.http).then(|| {
-        let mut r = crate::relay::rewrite::Rewrite {
+        let mut r = crate::config::rewrite::Rewrite {
             http_accept: listen.http,
             header_every: target.header_every == Some(true),
             ..Default::default()
@@ -726,17 +726,37 @@ impl StoneCommand {
                 port: s.target.port,
             };
             let name = format!("stone{i}");
-            let mut r = if s.listen.udp {
-                RelayConfig::udp(&name, listen, upstream)
+            let dest = s.words[0].split('/').next().unwrap_or(&s.words[0]);
+            let service = if s.listen.udp {
+                Service::Udp(upstream)
+            } else if let Some(p) = &s.proxy {
+                Service::Proxy(p.clone())
+            } else if s.health {
+                Service::Health(crate::config::HealthPort {
+                    debug: self.debug,
+                    config: self.argv.join(" "),
+                })
+            } else if s.identd {
+                Service::Identd
             } else {
-                RelayConfig::tcp(&name, listen, upstream)
+                let group = self.groups.iter().rev().find(|(k, _)| k == dest);
+                let backup = self
+                    .backups
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == dest && !s.target.nobackup);
+                Service::Tcp(Forward {
+                    upstream,
+                    group: group.map(|(_, g)| g.clone()).unwrap_or_default(),
+                    backup: backup.map(|(_, b)| b.clone()),
+                    unix: s.target.unix.then(|| PathBuf::from(&s.target.host)),
+                    rewrite: s.rewrite.clone(),
+                })
             };
-            r.protocol = if s.listen.udp {
-                Protocol::Udp
-            } else {
-                Protocol::Tcp
-            };
-            if let (Protocol::Tcp, Some(t)) = (r.protocol, s.timeout) {
+            let mut r = RelayConfig::new(&name, listen, service);
+            if s.listen.udp {
+                r.idle_timeout = crate::config::DEFAULT_UDP_IDLE;
+            } else if let Some(t) = s.timeout {
                 r.idle_timeout = Duration::from_secs(t);
             }
             r.max_sessions = self.udp_sessions.unwrap_or(STONE_UDP_SESSIONS);
@@ -745,19 +765,9 @@ impl StoneCommand {
             r.backlog = self.backlog.unwrap_or(STONE_BACKLOG);
             r.interface = s.listen.interface.clone();
             r.v6only = s.listen.v6only;
-            r.proxy = s.proxy.clone();
             r.upstream_v6 = s.target.v6;
-            r.upstream_unix = s.target.unix.then(|| PathBuf::from(&s.target.host));
-            r.rewrite = s.rewrite.clone();
-            r.identd = s.identd;
             r.source = s.source;
             r.dump = self.dump;
-            if s.health {
-                r.health = Some(crate::config::HealthPort {
-                    debug: self.debug,
-                    config: self.argv.join(" "),
-                });
-            }
             r.accounting = self.accounting.clone();
             let what = |e: String| format!("<stone> #{} ({}): {e}", i + 1, s.words.join(" "));
             if s.listen.ssl && (s.proxy.is_some() || s.health || s.identd) {
@@ -777,27 +787,15 @@ impl StoneCommand {
                         .map_err(|e| what(format!("-q: {e}")))?,
                 );
             }
-            let dest = s.words[0].split('/').next().unwrap_or(&s.words[0]);
-            if let Some((_, group)) = self.groups.iter().rev().find(|(k, _)| k == dest) {
-                r.group = group.clone();
-            }
-            if let Some((_, b)) = self
-                .backups
-                .iter()
-                .rev()
-                .find(|(k, _)| k == dest && !s.target.nobackup)
-            {
-                r.backup = Some(b.clone());
-            }
             if let Some(other) = relays
                 .iter()
-                .position(|o: &RelayConfig| o.listen == r.listen && o.protocol == r.protocol)
+                .position(|o: &RelayConfig| o.listen == r.listen && o.protocol() == r.protocol())
             {
                 return Err(format!(
                     "<stone> #{} ({}): {} {} is already used by <stone> #{}; ossrelay does not share one listener between stones",
                     i + 1,
                     s.words.join(" "),
-                    r.protocol,
+                    r.protocol(),
                     r.listen,
                     other + 1
                 ));
@@ -873,7 +871,7 @@ mod tests {
         let r = &cfg.relays[0];
         assert_eq!(r.listen, "0.0.0.0:80".parse().unwrap());
         assert_eq!(
-            r.upstream.to_string(),
+            r.upstream().unwrap().to_string(),
             "oss-ap-northeast-1-internal.aliyuncs.com:80"
         );
         assert_eq!(r.idle_timeout, Duration::from_secs(600));
@@ -888,7 +886,7 @@ mod tests {
         );
         let cfg = c.to_config().unwrap();
         assert_eq!(cfg.relays.len(), 2);
-        assert_eq!(cfg.relays[0].protocol, Protocol::Udp);
+        assert_eq!(cfg.relays[0].protocol(), crate::config::Protocol::Udp);
         assert_eq!(cfg.relays[0].max_sessions, 5);
         assert_eq!(cfg.relays[1].idle_timeout, Duration::from_secs(30));
         let acl = &cfg.relays[1].acl;
@@ -942,7 +940,7 @@ mod tests {
         ))
         .unwrap();
         let cfg = c.to_config().unwrap();
-        let b = cfg.relays[0].backup.as_ref().unwrap();
+        let b = cfg.relays[0].forward().unwrap().backup.as_ref().unwrap();
         assert_eq!(
             (
                 b.upstream.to_string(),
@@ -951,8 +949,9 @@ mod tests {
             ),
             ("b:80".into(), "h:81".into(), 5)
         );
-        assert_eq!(cfg.relays[0].group.len(), 3);
-        assert!(cfg.relays[1].backup.is_none() && cfg.relays[1].group.is_empty());
+        assert_eq!(cfg.relays[0].forward().unwrap().group.len(), 3);
+        let other = cfg.relays[1].forward().unwrap();
+        assert!(other.backup.is_none() && other.group.is_empty());
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn check_only(config: &Config) -> u8 {
     use std::os::fd::AsRawFd;
     let mut held = Vec::new();
     for r in &config.relays {
-        let ty = if r.protocol == Protocol::Udp {
+        let ty = if r.protocol() == Protocol::Udp {
             Type::DGRAM
         } else {
             Type::STREAM
@@ -127,7 +127,7 @@ fn check_only(config: &Config) -> u8 {
             }
             Err(_) => -1,
         };
-        let suffix = if r.protocol == Protocol::Udp {
+        let suffix = if r.protocol() == Protocol::Udp {
             "/udp"
         } else {
             ""

@@ -73,13 +73,13 @@ pub struct Stone {
     /// An `identd` stone.
     pub identd: bool,
     /// For `proxy` stones: the `-x` destination rules in force.
-    pub proxy: Option<crate::relay::proxy::DestPolicy>,
+    pub proxy: Option<crate::policy::dest::DestPolicy>,
     /// `/ssl` on the sport: the `-z` options in force.
     pub tls_server: Option<crate::tls::ServerTlsSpec>,
     /// `/ssl` on the destination: the `-q` options in force.
     pub tls_client: Option<crate::tls::ClientTlsSpec>,
     /// `/http`, `/proxy`, `/mproxy`.
-    pub rewrite: Option<crate::relay::rewrite::Rewrite>,
+    pub rewrite: Option<crate::config::rewrite::Rewrite>,
 }
 
 /// Extensions that stone has and ossrelay does not (yet) implement. Each

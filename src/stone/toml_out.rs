@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::StoneCommand;
 use crate::acl::Action;
-use crate::config::{Config, LogFormat, Protocol};
+use crate::config::{Config, Forward, LogFormat, Protocol, Service};
 
 fn dur(d: Duration) -> String {
     if d.subsec_millis() != 0 {
@@ -16,7 +16,7 @@ fn dur(d: Duration) -> String {
     }
 }
 
-fn proxy_allow(policy: &crate::relay::proxy::DestPolicy) -> String {
+fn proxy_allow(policy: &crate::policy::dest::DestPolicy) -> String {
     if policy.rules.is_empty() {
         return "proxy_allow = [\"all 1-65535\"]   # stone without -x allows every destination\n"
             .into();
@@ -83,48 +83,49 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
     );
     for (r, s) in cfg.relays.iter().zip(&cmd.stones) {
         let _ = writeln!(out, "\n# {}", s.words.join(" "));
-        if r.identd || r.rewrite.is_some() {
+        let rewrites = matches!(&r.service, Service::Tcp(f) if f.rewrite.is_some());
+        if matches!(r.service, Service::Identd) || rewrites {
             out.push_str("# NOTE: left out: identd, /http, /proxy and /mproxy have no TOML form; run this stone with `ossrelay stone`.\n");
             continue;
         }
         out.push_str("[[relay]]\n");
         let _ = writeln!(out, "name = {}", quote(&r.name));
-        let proto = match (r.protocol, &r.proxy, &r.health) {
-            (Protocol::Udp, _, _) => "udp",
-            (Protocol::Tcp, _, Some(_)) => "health",
-            (Protocol::Tcp, Some(_), None) => "proxy",
-            (Protocol::Tcp, None, None) => "tcp",
+        let proto = match &r.service {
+            Service::Udp(_) => "udp",
+            Service::Health(_) => "health",
+            Service::Proxy(_) => "proxy",
+            _ => "tcp",
         };
         let _ = writeln!(out, "protocol = \"{proto}\"");
         let _ = writeln!(out, "listen = \"{}\"", r.listen);
-        match (&r.proxy, &r.health) {
-            (_, Some(_)) => {}
-            (None, None) => match &r.upstream_unix {
-                Some(p) => {
-                    let _ = writeln!(
-                        out,
-                        "upstream = {}",
-                        quote(&format!("unix:{}", p.display()))
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "upstream = {}", quote(&r.upstream.to_string()));
-                }
-            },
-            (Some(policy), None) => out.push_str(&proxy_allow(policy)),
-        }
-        if !r.group.is_empty() {
-            let g: Vec<String> = r.group.iter().map(|u| quote(&u.to_string())).collect();
-            let _ = writeln!(out, "upstream_group = [{}]", g.join(", "));
-        }
-        if let Some(b) = &r.backup {
-            let _ = writeln!(out, "backup = {}", quote(&b.upstream.to_string()));
-            let _ = writeln!(out, "backup_check_interval = {}", dur(b.interval));
-            if !b.script.is_empty() {
-                out.push_str("# NOTE: the -s check script has no TOML form; `ossrelay run` checks with a TCP connect.\n");
+        match &r.service {
+            Service::Tcp(Forward { unix: Some(p), .. }) => {
+                let _ = writeln!(
+                    out,
+                    "upstream = {}",
+                    quote(&format!("unix:{}", p.display()))
+                );
             }
-            if b.check != r.upstream {
-                let _ = writeln!(out, "# NOTE: stone checked {} (host=/port=); `ossrelay run` checks the upstream itself.", b.check);
+            Service::Tcp(Forward { upstream, .. }) | Service::Udp(upstream) => {
+                let _ = writeln!(out, "upstream = {}", quote(&upstream.to_string()));
+            }
+            Service::Proxy(policy) => out.push_str(&proxy_allow(policy)),
+            _ => {}
+        }
+        if let Service::Tcp(f) = &r.service {
+            if !f.group.is_empty() {
+                let g: Vec<String> = f.group.iter().map(|u| quote(&u.to_string())).collect();
+                let _ = writeln!(out, "upstream_group = [{}]", g.join(", "));
+            }
+            if let Some(b) = &f.backup {
+                let _ = writeln!(out, "backup = {}", quote(&b.upstream.to_string()));
+                let _ = writeln!(out, "backup_check_interval = {}", dur(b.interval));
+                if !b.script.is_empty() {
+                    out.push_str("# NOTE: the -s check script has no TOML form; `ossrelay run` checks with a TCP connect.\n");
+                }
+                if b.check != f.upstream {
+                    let _ = writeln!(out, "# NOTE: stone checked {} (host=/port=); `ossrelay run` checks the upstream itself.", b.check);
+                }
             }
         }
         if r.upstream_v6 {
@@ -132,7 +133,7 @@ pub fn render(cmd: &StoneCommand, cfg: &Config) -> String {
         }
         let _ = writeln!(out, "idle_timeout = {}", dur(r.idle_timeout));
         let _ = writeln!(out, "connect_timeout = {}", dur(r.connect_timeout));
-        match r.protocol {
+        match r.protocol() {
             Protocol::Tcp => {
                 let _ = writeln!(out, "backlog = {}", r.backlog);
             }
@@ -263,14 +264,14 @@ mod tests {
         assert_eq!(back.relays.len(), 2);
         for (a, b) in back.relays.iter().zip(&cfg.relays) {
             assert_eq!(
-                (a.listen, &a.upstream, a.protocol, a.idle_timeout),
-                (b.listen, &b.upstream, b.protocol, b.idle_timeout)
+                (a.listen, a.upstream(), a.protocol(), a.idle_timeout),
+                (b.listen, b.upstream(), b.protocol(), b.idle_timeout)
             );
             for ip in ["10.0.0.66", "10.1.1.1", "192.0.2.1"] {
                 let ip = ip.parse().unwrap();
                 assert_eq!(a.acl.check(ip).0, b.acl.check(ip).0, "{ip}");
             }
-            match a.protocol {
+            match a.protocol() {
                 Protocol::Udp => assert_eq!(a.max_sessions, b.max_sessions),
                 Protocol::Tcp => assert_eq!(a.backlog, b.backlog),
             }

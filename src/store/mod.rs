@@ -237,7 +237,10 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, io::Error> {
     TcpListener::bind(listen).await.map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("cannot listen on {listen}: {}", crate::server::explain(&e)),
+            format!(
+                "cannot listen on {listen}: {}",
+                crate::listener::explain(&e)
+            ),
         )
     })
 }

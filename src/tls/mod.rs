@@ -107,6 +107,51 @@ pub struct ClientTls {
     pub connector: tokio_rustls::TlsConnector,
 }
 
+/// Why a TLS handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The upstream's host is not a name the certificate check can use.
+    Name(String),
+    /// The handshake failed.
+    Failed(std::io::Error),
+    /// The peer did not finish it in time.
+    TimedOut,
+}
+
+impl ServerTls {
+    /// The server side of a handshake with a client, within `limit`: every
+    /// await on a peer is bounded.
+    pub async fn accept_within(
+        &self,
+        tcp: tokio::net::TcpStream,
+        limit: std::time::Duration,
+    ) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, HandshakeError> {
+        match tokio::time::timeout(limit, self.acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(HandshakeError::Failed(e)),
+            Err(_) => Err(HandshakeError::TimedOut),
+        }
+    }
+}
+
+impl ClientTls {
+    /// The client side of a handshake with an upstream reached as `host`,
+    /// within `limit`.
+    pub async fn connect_within(
+        &self,
+        host: &str,
+        tcp: tokio::net::TcpStream,
+        limit: std::time::Duration,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, HandshakeError> {
+        let name = self.name_for(host).map_err(HandshakeError::Name)?;
+        match tokio::time::timeout(limit, self.connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(HandshakeError::Failed(e)),
+            Err(_) => Err(HandshakeError::TimedOut),
+        }
+    }
+}
+
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.spec.fmt(f)

@@ -16,19 +16,27 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::copy::Meter;
-use super::rewrite::{HeadEnd, InsertHeader, NotifyWrite, SkipHead};
-use super::stream::{self, Io, Reader, Writer};
-use super::tcp::{connect, Shared};
+use super::{finish, Context};
+use crate::config::{Forward, RelayConfig};
 use crate::observe::access::{AccessRecord, CloseReason};
+use crate::pump::copy::Meter;
+use crate::pump::rewrite::{HeadEnd, InsertHeader, NotifyWrite, SkipHead};
+use crate::pump::stream::{self, Io, Reader, Writer};
+use crate::tls::HandshakeError;
 
 /// How long a client may take over its TLS handshake or `/http` head.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest `/http` request head accepted from a client.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Whether a tcp relay's pairs need this path instead of the splice.
+pub(super) fn needed(cfg: &RelayConfig, fwd: &Forward) -> bool {
+    cfg.tls.is_some() || cfg.upstream_tls.is_some() || fwd.unix.is_some() || fwd.rewrite.is_some()
+}
+
 pub(super) async fn handle(
-    shared: &Shared,
+    ctx: &Context,
+    fwd: &Forward,
     client: TcpStream,
     peer: SocketAddr,
     meter: &Meter,
@@ -36,51 +44,45 @@ pub(super) async fn handle(
     force: &CancellationToken,
 ) {
     let result = tokio::select! {
-        r = pair(shared, client, peer, meter, &mut record, force) => r,
+        r = pair(ctx, fwd, client, peer, meter, &mut record, force) => r,
         _ = force.cancelled() => Err(CloseReason::Shutdown),
     };
-    if let Err(reason) = result {
-        record.reason = reason;
-    }
-    record.bytes_from_client = meter.from_client.load(Ordering::Relaxed);
-    record.bytes_to_client = meter.to_client.load(Ordering::Relaxed);
-    record.duration = meter.elapsed();
-    record.emit();
+    let reason = match result {
+        Ok(reason) => reason,
+        Err(reason) => reason,
+    };
+    finish(record, meter, reason);
 }
 
 async fn pair(
-    shared: &Shared,
+    ctx: &Context,
+    fwd: &Forward,
     client: TcpStream,
     peer: SocketAddr,
     meter: &Meter,
     record: &mut AccessRecord<'_>,
     force: &CancellationToken,
-) -> Result<(), CloseReason> {
-    let cfg = &shared.cfg;
-    let (id, fd) = (shared.id, client.as_raw_fd());
+) -> Result<CloseReason, CloseReason> {
+    let cfg = &ctx.cfg;
+    let (id, fd) = (ctx.id, client.as_raw_fd());
     let ends = Ends {
         peer,
         local: client.local_addr().ok(),
+        fd,
     };
     let mut client: Io = match &cfg.tls {
         None => Box::new(client),
-        Some(tls) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(client)).await {
-                Ok(Ok(s)) => Box::new(s),
-                Ok(Err(e)) => {
-                    tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with {peer} failed: {e}");
-                    return Err(CloseReason::TlsFailed);
-                }
-                Err(_) => {
-                    tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with {peer} timed out");
-                    return Err(CloseReason::TlsFailed);
-                }
+        Some(tls) => match tls.accept_within(client, HANDSHAKE_TIMEOUT).await {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                super::log_client_handshake(cfg, id, fd, peer, e);
+                return Err(CloseReason::TlsFailed);
             }
-        }
+        },
     };
     // `<sport>/http`: the client's request head is dropped before anything
     // is relayed; what follows it goes upstream.
-    let early = match cfg.rewrite.as_ref().filter(|r| r.http_accept) {
+    let early = match fwd.rewrite.as_ref().filter(|r| r.http_accept) {
         None => Vec::new(),
         Some(_) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, skip_request_head(&mut client)).await {
@@ -97,73 +99,59 @@ async fn pair(
         }
     };
     let (client, ends) = (Accepted { io: client, early }, ends);
-    if let Some(path) = &cfg.upstream_unix {
-        let upstream = tokio::time::timeout(
-            cfg.connect_timeout,
-            tokio::net::UnixStream::connect(path),
-        )
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-        .map_err(|e| {
+    if let Some(path) = &fwd.unix {
+        let upstream = ctx.connector.connect_unix(path).await.map_err(|e| {
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect to {} failed: {e}", path.display());
             CloseReason::ConnectFailed
         })?;
         tracing::debug!(relay = %cfg.name, "{id} TCP {fd}: established to {} {}", upstream.as_raw_fd(), path.display());
-        return relay(
-            shared,
-            client,
-            ends,
-            Box::new(upstream),
-            meter,
-            record,
-            force,
-        )
-        .await;
+        return relay(ctx, fwd, client, ends, Box::new(upstream), meter, force).await;
     }
-    let (upstream, addr, host) = connect(shared).await.map_err(|why| {
+    let (upstream, addr, host) = ctx.connector.connect(fwd).await.map_err(|why| {
         tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect failed: {why}");
         CloseReason::ConnectFailed
     })?;
     record.upstream = Some(addr);
-    super::tcp::set_options(&upstream, cfg);
-    super::tcp::send_proxy_header(cfg, &upstream, ends.peer, ends.local)
+    crate::sockopt::set_options(&upstream, cfg);
+    ctx.connector
+        .send_proxy_header(&upstream, ends.peer, ends.local)
         .await
         .map_err(|e| {
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: sending the PROXY header: {e}");
             CloseReason::Reset
         })?;
-    let _ident = super::ident::register(&upstream, shared.listen_port);
+    let _ident = crate::connector::ident::register(&upstream, ctx.listen_port);
     let ufd = upstream.as_raw_fd();
     let upstream: Io = match &cfg.upstream_tls {
         None => Box::new(upstream),
-        Some(tls) => {
-            let name = tls.name_for(&host).map_err(|e| {
-                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS to {addr}: {e}");
-                CloseReason::TlsFailed
-            })?;
-            match tokio::time::timeout(cfg.connect_timeout, tls.connector.connect(name, upstream))
-                .await
-            {
-                Ok(Ok(s)) => Box::new(s),
-                Ok(Err(e)) => {
-                    tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with upstream {addr} failed: {e}");
-                    return Err(CloseReason::TlsFailed);
+        Some(tls) => match ctx.connector.handshake(tls, &host, upstream).await {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                match e {
+                    HandshakeError::Name(e) => {
+                        tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS to {addr}: {e}")
+                    }
+                    HandshakeError::Failed(e) => {
+                        tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with upstream {addr} failed: {e}")
+                    }
+                    HandshakeError::TimedOut => {
+                        tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with upstream {addr} timed out")
+                    }
                 }
-                Err(_) => {
-                    tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with upstream {addr} timed out");
-                    return Err(CloseReason::TlsFailed);
-                }
+                return Err(CloseReason::TlsFailed);
             }
-        }
+        },
     };
     tracing::debug!(relay = %cfg.name, "{id} TCP {fd}: established to {ufd} {addr}");
-    relay(shared, client, ends, upstream, meter, record, force).await
+    relay(ctx, fwd, client, ends, upstream, meter, force).await
 }
 
 /// The client's address and the local address it reached, for `\a \A \d \D`.
 struct Ends {
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    /// The client's descriptor, in log lines.
+    fd: i32,
 }
 
 /// The client stream, and bytes read past a `/http` request head.
@@ -193,20 +181,20 @@ async fn skip_request_head(client: &mut Io) -> std::io::Result<Vec<u8>> {
 }
 
 async fn relay(
-    shared: &Shared,
+    ctx: &Context,
+    fwd: &Forward,
     client: Accepted,
     ends: Ends,
     upstream: Io,
     meter: &Meter,
-    record: &mut AccessRecord<'_>,
     force: &CancellationToken,
-) -> Result<(), CloseReason> {
-    let cfg = &shared.cfg;
+) -> Result<CloseReason, CloseReason> {
+    let cfg = &ctx.cfg;
     let (cr, cw) = tokio::io::split(client.io);
     let (ur, uw) = tokio::io::split(upstream);
     let (mut cr, mut cw): (Reader, Writer) = (Box::new(cr), Box::new(cw));
     let (mut ur, mut uw): (Reader, Writer) = (Box::new(ur), Box::new(uw));
-    if let Some(rw) = &cfg.rewrite {
+    if let Some(rw) = &fwd.rewrite {
         let mut first = Vec::new();
         if let Some(req) = &rw.http_request {
             first = req.expand(ends.peer, ends.local);
@@ -236,8 +224,7 @@ async fn relay(
     let outcome = stream::relay_halves((cr, cw), (ur, uw), cfg.idle_timeout, force, meter).await;
     crate::observe::stats::pair_closed();
     if let Some(err) = &outcome.error {
-        tracing::debug!(relay = %cfg.name, "{} TCP {}: {err}", shared.id, record.conn_id);
+        tracing::debug!(relay = %cfg.name, "{} TCP {}: {err}", ctx.id, ends.fd);
     }
-    record.reason = outcome.reason;
-    Ok(())
+    Ok(outcome.reason)
 }

@@ -14,11 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::head::MAX_HEAD;
-use super::Gateway;
-use crate::config::RelayConfig;
-use crate::relay::copy::{self, Meter};
-use crate::resolve::Resolve;
+use super::Context;
+use crate::config::{Gateway, RelayConfig};
+use crate::pump::copy::{self, Meter};
+use crate::wire::client_hello;
+use crate::wire::http_head::MAX_HEAD;
 
 /// TLS alert descriptions sent on refusal (RFC 8446 6.2).
 pub(crate) const ACCESS_DENIED: u8 = 49;
@@ -62,7 +62,7 @@ pub(crate) async fn read_hello(
         if seen.len() > MAX_HEAD {
             return Hello::Bad("ClientHello over 64 KiB".into());
         }
-        match step(&mut acceptor, &tmp[..n]) {
+        match client_hello::step(&mut acceptor, &tmp[..n]) {
             Ok(None) => continue,
             Ok(Some(name)) => return Hello::Name(name),
             Err(why) => return Hello::Bad(why),
@@ -70,49 +70,16 @@ pub(crate) async fn read_hello(
     }
 }
 
-/// Feeds bytes to the ClientHello reader: `Ok(None)` wants more bytes,
-/// `Ok(Some(name))` is the (lower-cased) server name, if the hello had one.
-pub fn step(
-    acceptor: &mut rustls::server::Acceptor,
-    data: &[u8],
-) -> Result<Option<Option<String>>, String> {
-    let mut cur = data;
-    while !cur.is_empty() {
-        match acceptor.read_tls(&mut cur) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("not TLS: {e}")),
-        }
-    }
-    match acceptor.accept() {
-        Ok(None) => Ok(None),
-        Ok(Some(accepted)) => Ok(Some(
-            accepted
-                .client_hello()
-                .server_name()
-                .map(|s| s.to_ascii_lowercase()),
-        )),
-        Err((e, _)) => Err(format!("not a TLS ClientHello: {e}")),
-    }
-}
-
-/// The server name in a complete ClientHello (for tests and fuzzing).
-pub fn server_name(data: &[u8]) -> Result<Option<Option<String>>, String> {
-    step(&mut rustls::server::Acceptor::default(), data)
-}
-
 /// Serves one passthrough connection.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
+pub(super) async fn serve(
+    ctx: &Context,
     gw: &Gateway,
-    cfg: &RelayConfig,
-    id: i32,
     mut client: TcpStream,
     peer: SocketAddr,
-    resolver: &dyn Resolve,
     force: &CancellationToken,
     meter: &Meter,
 ) {
+    let (cfg, id) = (&*ctx.cfg, ctx.id);
     let fd = client.as_raw_fd();
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -170,9 +137,7 @@ pub async fn serve(
         );
         return;
     }
-    let (mut upstream, addr) = match crate::relay::tcp::connect_one(cfg, target.upstream, resolver)
-        .await
-    {
+    let (mut upstream, addr) = match ctx.connector.connect_one(target.upstream).await {
         Ok(pair) => pair,
         Err(why) => {
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect to {} failed: {why}", target.upstream);
@@ -191,7 +156,9 @@ pub async fn serve(
     };
     let _ = upstream.set_nodelay(true);
     let _ = client.set_nodelay(true);
-    if crate::relay::tcp::send_proxy_header(cfg, &upstream, peer, client.local_addr().ok())
+    if ctx
+        .connector
+        .send_proxy_header(&upstream, peer, client.local_addr().ok())
         .await
         .is_err()
     {

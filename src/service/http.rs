@@ -12,12 +12,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::head::{self, Chunked, Framing, MAX_HEAD};
-use super::{error_response, Gateway};
-use crate::config::RelayConfig;
-use crate::relay::copy::Meter;
-use crate::relay::stream::{halves, Halvable, Reader, Writer};
-use crate::resolve::Resolve;
+use super::Context;
+use crate::config::{Gateway, RelayConfig, Target};
+use crate::pump::copy::Meter;
+use crate::pump::stream::{halves, Halvable, Reader, Writer};
+use crate::tls::HandshakeError;
+use crate::wire::http_head::{self as head, Chunked, Framing, MAX_HEAD};
+use crate::wire::oss_error::error_response;
 
 /// Read size for bodies.
 const CHUNK: usize = 64 * 1024;
@@ -29,6 +30,23 @@ struct Outcome {
     reason: String,
 }
 
+/// What an access record says the request was.
+#[derive(Clone, Copy)]
+struct Named<'r> {
+    host: Option<&'r str>,
+    bucket: Option<&'r str>,
+    method: &'r str,
+    key: &'r str,
+}
+
+/// A request before its head could be parsed.
+const UNNAMED: Named<'static> = Named {
+    host: None,
+    bucket: None,
+    method: "-",
+    key: "",
+};
+
 /// Why an exchange stopped early.
 enum Stop {
     /// The client's body framing is broken.
@@ -39,39 +57,63 @@ enum Stop {
     Io(String),
 }
 
+/// One client connection of the gateway: its halves, what has been read
+/// and not yet forwarded, and the upstream connection kept between
+/// requests.
+struct Session<'a> {
+    ctx: &'a Context,
+    gw: &'a Gateway,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    fd: i32,
+    meter: &'a Meter,
+    cr: Reader,
+    cw: Writer,
+    /// Bytes read from the client and not yet forwarded.
+    buf: Vec<u8>,
+    up: Option<Upstream>,
+}
+
+/// A request that passed the policy, and where it goes.
+struct Allowed<'a> {
+    req: head::Request,
+    target: Target<'a>,
+}
+
 /// Serves one client connection until it closes, a request is refused, or
-/// `force` is cancelled.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
+/// `force` is cancelled. Each request goes through the same steps: read
+/// its head, decide, reach the upstream, exchange, record.
+pub(super) async fn serve(
+    ctx: &Context,
     gw: &Gateway,
-    cfg: &RelayConfig,
-    id: i32,
     client: TcpStream,
     peer: SocketAddr,
-    resolver: &dyn Resolve,
     force: &CancellationToken,
     meter: &Meter,
 ) {
+    let cfg = &ctx.cfg;
     let fd = client.as_raw_fd();
     let local = client.local_addr().ok();
     let client = match &cfg.tls {
         None => Halvable::Tcp(client),
-        Some(tls) => match tokio::time::timeout(gw.head_timeout, tls.acceptor.accept(client)).await
-        {
-            Ok(Ok(s)) => Halvable::Other(Box::new(s)),
-            Ok(Err(e)) => {
-                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with {peer} failed: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: TLS handshake with {peer} timed out");
-                return;
-            }
+        Some(tls) => match tls.accept_within(client, gw.head_timeout).await {
+            Ok(s) => Halvable::Other(Box::new(s)),
+            Err(e) => return super::log_client_handshake(cfg, ctx.id, fd, peer, e),
         },
     };
-    let (mut cr, mut cw) = halves(client);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut up: Option<Upstream> = None;
+    let (cr, cw) = halves(client);
+    let mut s = Session {
+        ctx,
+        gw,
+        peer,
+        local,
+        fd,
+        meter,
+        cr,
+        cw,
+        buf: Vec::new(),
+        up: None,
+    };
     let mut served = 0u64;
     // One waiter on the stop token for the whole connection: a fresh one
     // per request would take the token's lock twice per request.
@@ -84,226 +126,208 @@ pub async fn serve(
             cfg.idle_timeout
         };
         let got = tokio::select! {
-            r = read_head(&mut cr, &mut buf, wait, gw.head_timeout, meter) => r,
+            r = s.read_head(wait) => r,
             _ = &mut cancelled => return,
         };
-        let end = match got {
-            HeadRead::Head(n) => n,
-            HeadRead::Closed => return,
-            HeadRead::Refuse(status, why) => {
-                let host = "-";
-                let _ = cw
-                    .write_all(&error_response(status, "InvalidRequest", why, None, host))
-                    .await;
-                let _ = cw.shutdown().await;
-                record(
-                    cfg,
-                    peer,
-                    None,
-                    None,
-                    "-",
-                    "",
-                    Outcome {
-                        status,
-                        decision: "bad-request",
-                        reason: why.into(),
-                    },
-                    Instant::now(),
-                    0,
-                    0,
-                );
-                return;
-            }
-        };
+        let Some(end) = got else { return };
         let started = Instant::now();
         served += 1;
+        let Some(allowed) = s.decide(end, started).await else {
+            return;
+        };
+        if !s.reach(&allowed, started).await {
+            return;
+        }
         // Per request: bytes forwarded each way (head included).
         let (sent_up, sent_down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let req = match head::parse_request(&buf[..end]) {
-            Ok(r) => r,
-            Err(why) => {
-                let _ = cw
-                    .write_all(&error_response(400, "InvalidRequest", why, None, "-"))
-                    .await;
-                let _ = cw.shutdown().await;
-                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: bad request from {peer}: {why}");
-                record(
-                    cfg,
-                    peer,
-                    None,
-                    None,
-                    "-",
-                    "",
-                    Outcome {
-                        status: 400,
-                        decision: "bad-request",
-                        reason: why.into(),
-                    },
-                    started,
-                    0,
-                    0,
-                );
-                return;
-            }
-        };
-        let Some(target) = gw.target(&req.host, &req.path) else {
-            let why = format!("no route for host {:?}", req.host);
-            let _ = cw
-                .write_all(&error_response(
-                    421,
-                    "MisdirectedRequest",
-                    &why,
-                    None,
-                    &req.host,
-                ))
-                .await;
-            let _ = cw.shutdown().await;
-            record(
-                cfg,
-                peer,
-                Some(&req.host),
-                None,
-                &req.method,
-                &req.path,
-                Outcome {
-                    status: 421,
-                    decision: "denied",
-                    reason: why,
-                },
-                started,
-                0,
-                0,
-            );
-            return;
-        };
-        if let Err(why) = gw.check(target.bucket.as_deref()) {
-            let _ = cw
-                .write_all(&error_response(
-                    403,
-                    "AccessDenied",
-                    &format!("{why} (ossrelay bucket policy)"),
-                    target.bucket.as_deref(),
-                    &req.host,
-                ))
-                .await;
-            let _ = cw.shutdown().await;
-            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: denied {} {}{} from {peer}: {why}", req.method, req.host, req.path);
-            record(
-                cfg,
-                peer,
-                Some(&req.host),
-                target.bucket.as_deref(),
-                &req.method,
-                &target.key,
-                Outcome {
-                    status: 403,
-                    decision: "denied",
-                    reason: why,
-                },
-                started,
-                0,
-                0,
-            );
-            return;
-        }
-        if up.as_ref().is_none_or(|u| u.route != target.route) {
-            // A different route needs a different upstream connection.
-            drop(up.take());
-            match connect(cfg, target.upstream, resolver, peer, local).await {
-                Ok(u) => {
-                    up = Some(Upstream {
-                        route: target.route,
-                        ..u
-                    })
-                }
-                Err(why) => {
-                    tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect to {} failed: {why}", target.upstream);
-                    let _ = cw
-                        .write_all(&error_response(
-                            502,
-                            "BadGateway",
-                            "the upstream cannot be reached",
-                            target.bucket.as_deref(),
-                            &req.host,
-                        ))
-                        .await;
-                    let _ = cw.shutdown().await;
-                    record(
-                        cfg,
-                        peer,
-                        Some(&req.host),
-                        target.bucket.as_deref(),
-                        &req.method,
-                        &target.key,
-                        Outcome {
-                            status: 502,
-                            decision: "allowed",
-                            reason: why,
-                        },
-                        started,
-                        0,
-                        0,
-                    );
-                    return;
-                }
-            }
-        }
-        let Some(u) = up.as_mut() else { return };
-        let exchange = async {
-            let body = forward_body(
-                &mut cr,
-                &mut buf,
-                end,
-                &mut u.w,
-                req.framing,
-                cfg.idle_timeout,
-                Some(&meter.from_client),
-                &sent_up,
-                meter,
-            );
-            let resp = relay_response(
-                &mut u.r,
-                &mut u.buf,
-                &mut cw,
-                req.method == "HEAD",
-                cfg.idle_timeout,
-                &sent_down,
-                meter,
-            );
-            let ((), (status, close)) = tokio::try_join!(body, resp)?;
-            Ok::<_, Stop>((status, close))
-        };
         let result = tokio::select! {
-            r = exchange => r,
+            r = s.exchange(end, &allowed.req, &sent_up, &sent_down) => r,
             _ = &mut cancelled => Err(Stop::Io("shutting down".into())),
         };
-        let (from, to) = (
+        let sent = (
             sent_up.load(Ordering::Relaxed),
             sent_down.load(Ordering::Relaxed),
         );
-        meter.to_client.fetch_add(to, Ordering::Relaxed);
+        if !s.conclude(&allowed, result, sent, started).await {
+            return;
+        }
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Step 1: reads a request head into `buf`. `None` ends the connection
+    /// (closed, or refused as malformed).
+    async fn read_head(&mut self, wait: Duration) -> Option<usize> {
+        let got = read_head(
+            &mut self.cr,
+            &mut self.buf,
+            wait,
+            self.gw.head_timeout,
+            self.meter,
+        )
+        .await;
+        match got {
+            HeadRead::Head(n) => Some(n),
+            HeadRead::Closed => None,
+            HeadRead::Refuse(status, why) => {
+                self.reply_error(status, "InvalidRequest", why, None, "-")
+                    .await;
+                let outcome = Outcome {
+                    status,
+                    decision: "bad-request",
+                    reason: why.into(),
+                };
+                self.record(UNNAMED, outcome, Instant::now(), (0, 0));
+                None
+            }
+        }
+    }
+
+    /// Step 2: parses the head, routes it and checks the policy. Refusals
+    /// are answered and recorded here: a denied request never reaches a
+    /// connector.
+    async fn decide(&mut self, end: usize, started: Instant) -> Option<Allowed<'a>> {
+        let ctx = self.ctx;
+        let (cfg, id, fd, peer) = (&ctx.cfg, ctx.id, self.fd, self.peer);
+        let req = match head::parse_request(&self.buf[..end]) {
+            Ok(r) => r,
+            Err(why) => {
+                self.reply_error(400, "InvalidRequest", why, None, "-")
+                    .await;
+                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: bad request from {peer}: {why}");
+                let outcome = Outcome {
+                    status: 400,
+                    decision: "bad-request",
+                    reason: why.into(),
+                };
+                self.record(UNNAMED, outcome, started, (0, 0));
+                return None;
+            }
+        };
+        let gw = self.gw;
+        let Some(target) = gw.target(&req.host, &req.path) else {
+            let why = format!("no route for host {:?}", req.host);
+            self.reply_error(421, "MisdirectedRequest", &why, None, &req.host)
+                .await;
+            let named = Named {
+                host: Some(&req.host),
+                bucket: None,
+                method: &req.method,
+                key: &req.path,
+            };
+            self.record(named, denied(421, why), started, (0, 0));
+            return None;
+        };
+        if let Err(why) = gw.check(target.bucket.as_deref()) {
+            let message = format!("{why} (ossrelay bucket policy)");
+            let bucket = target.bucket.as_deref();
+            self.reply_error(403, "AccessDenied", &message, bucket, &req.host)
+                .await;
+            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: denied {} {}{} from {peer}: {why}", req.method, req.host, req.path);
+            let named = named(&req, &target);
+            self.record(named, denied(403, why), started, (0, 0));
+            return None;
+        }
+        Some(Allowed { req, target })
+    }
+
+    /// Step 3: makes sure an upstream connection to the request's route is
+    /// open. False (after a 502) when it cannot be reached.
+    async fn reach(&mut self, a: &Allowed<'_>, started: Instant) -> bool {
+        if self.up.as_ref().is_some_and(|u| u.route == a.target.route) {
+            return true;
+        }
+        // A different route needs a different upstream connection.
+        drop(self.up.take());
+        match connect(self.ctx, a.target.upstream, self.peer, self.local).await {
+            Ok(u) => {
+                self.up = Some(Upstream {
+                    route: a.target.route,
+                    ..u
+                });
+                true
+            }
+            Err(why) => {
+                let ctx = self.ctx;
+                let (cfg, id, fd) = (&ctx.cfg, ctx.id, self.fd);
+                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect to {} failed: {why}", a.target.upstream);
+                let bucket = a.target.bucket.as_deref();
+                let message = "the upstream cannot be reached";
+                self.reply_error(502, "BadGateway", message, bucket, &a.req.host)
+                    .await;
+                let outcome = Outcome {
+                    status: 502,
+                    decision: "allowed",
+                    reason: why,
+                };
+                self.record(named(&a.req, &a.target), outcome, started, (0, 0));
+                false
+            }
+        }
+    }
+
+    /// Step 4: forwards the request's body and relays the response, both
+    /// at once. Returns the response status and whether the upstream
+    /// closes.
+    async fn exchange(
+        &mut self,
+        end: usize,
+        req: &head::Request,
+        sent_up: &AtomicU64,
+        sent_down: &AtomicU64,
+    ) -> Result<(u16, bool), Stop> {
+        let (idle, meter) = (self.ctx.cfg.idle_timeout, self.meter);
+        let Some(u) = self.up.as_mut() else {
+            return Err(Stop::Io("no upstream connection".into()));
+        };
+        let body = forward_body(
+            &mut self.cr,
+            &mut self.buf,
+            end,
+            &mut u.w,
+            req.framing,
+            idle,
+            Some(&meter.from_client),
+            sent_up,
+            meter,
+        );
+        let resp = relay_response(
+            &mut u.r,
+            &mut u.buf,
+            &mut self.cw,
+            req.method == "HEAD",
+            idle,
+            sent_down,
+            meter,
+        );
+        let ((), (status, close)) = tokio::try_join!(body, resp)?;
+        Ok((status, close))
+    }
+
+    /// Step 5: records the exchange and says whether the connection goes
+    /// on to another request.
+    async fn conclude(
+        &mut self,
+        a: &Allowed<'_>,
+        result: Result<(u16, bool), Stop>,
+        (from, to): (u64, u64),
+        started: Instant,
+    ) -> bool {
+        self.meter.to_client.fetch_add(to, Ordering::Relaxed);
+        let named = named(&a.req, &a.target);
         match result {
             Ok((status, close)) => {
-                record(
-                    cfg,
-                    peer,
-                    Some(&req.host),
-                    target.bucket.as_deref(),
-                    &req.method,
-                    &target.key,
-                    Outcome {
-                        status,
-                        decision: "allowed",
-                        reason: String::new(),
-                    },
-                    started,
-                    from,
-                    to,
-                );
-                if close || req.close {
-                    let _ = cw.shutdown().await;
-                    return;
+                let outcome = Outcome {
+                    status,
+                    decision: "allowed",
+                    reason: String::new(),
+                };
+                self.record(named, outcome, started, (from, to));
+                if close || a.req.close {
+                    let _ = self.cw.shutdown().await;
+                    return false;
                 }
+                true
             }
             Err(stop) => {
                 let (status, why) = match stop {
@@ -314,41 +338,63 @@ pub async fn serve(
                 // Only a client that has seen nothing of the response can
                 // still be told why.
                 if to == 0 && status != 0 {
-                    let _ = cw
-                        .write_all(&error_response(
-                            status,
-                            if status == 400 {
-                                "InvalidRequest"
-                            } else {
-                                "BadGateway"
-                            },
-                            &why,
-                            target.bucket.as_deref(),
-                            &req.host,
-                        ))
-                        .await;
+                    let code = if status == 400 {
+                        "InvalidRequest"
+                    } else {
+                        "BadGateway"
+                    };
+                    let reply = error_response(status, code, &why, named.bucket, &a.req.host);
+                    let _ = self.cw.write_all(&reply).await;
                 }
-                let _ = cw.shutdown().await;
-                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {} {}{}: {why}", req.method, req.host, req.path);
-                record(
-                    cfg,
-                    peer,
-                    Some(&req.host),
-                    target.bucket.as_deref(),
-                    &req.method,
-                    &target.key,
-                    Outcome {
-                        status,
-                        decision: "allowed",
-                        reason: why,
-                    },
-                    started,
-                    from,
-                    to,
-                );
-                return;
+                let _ = self.cw.shutdown().await;
+                let ctx = self.ctx;
+                let (cfg, id, fd) = (&ctx.cfg, ctx.id, self.fd);
+                tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {} {}{}: {why}", a.req.method, a.req.host, a.req.path);
+                let outcome = Outcome {
+                    status,
+                    decision: "allowed",
+                    reason: why,
+                };
+                self.record(named, outcome, started, (from, to));
+                false
             }
         }
+    }
+
+    /// Answers with an OSS-style error and closes the client's side.
+    async fn reply_error(
+        &mut self,
+        status: u16,
+        code: &str,
+        message: &str,
+        bucket: Option<&str>,
+        host: &str,
+    ) {
+        let reply = error_response(status, code, message, bucket, host);
+        let _ = self.cw.write_all(&reply).await;
+        let _ = self.cw.shutdown().await;
+    }
+
+    fn record(&self, named: Named<'_>, o: Outcome, started: Instant, sent: (u64, u64)) {
+        record(&self.ctx.cfg, self.peer, named, o, started, sent);
+    }
+}
+
+/// What the record of an allowed or denied request names.
+fn named<'r>(req: &'r head::Request, target: &'r Target<'_>) -> Named<'r> {
+    Named {
+        host: Some(&req.host),
+        bucket: target.bucket.as_deref(),
+        method: &req.method,
+        key: &target.key,
+    }
+}
+
+fn denied(status: u16, reason: String) -> Outcome {
+    Outcome {
+        status,
+        decision: "denied",
+        reason,
     }
 }
 
@@ -418,28 +464,30 @@ struct Upstream {
 }
 
 async fn connect(
-    cfg: &RelayConfig,
+    ctx: &Context,
     target: &crate::config::Upstream,
-    resolver: &dyn Resolve,
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<Upstream, String> {
-    let (tcp, addr) = crate::relay::tcp::connect_one(cfg, target, resolver).await?;
+    let connector = &ctx.connector;
+    let (tcp, addr) = connector.connect_one(target).await?;
     let _ = tcp.set_nodelay(true);
-    crate::relay::tcp::send_proxy_header(cfg, &tcp, peer, local)
+    connector
+        .send_proxy_header(&tcp, peer, local)
         .await
         .map_err(|e| format!("sending the PROXY header to {addr}: {e}"))?;
-    let io = match &cfg.upstream_tls {
+    let io = match &ctx.cfg.upstream_tls {
         None => Halvable::Tcp(tcp),
-        Some(tls) => {
-            let name = tls.name_for(&target.host)?;
-            match tokio::time::timeout(cfg.connect_timeout, tls.connector.connect(name, tcp)).await
-            {
-                Ok(Ok(s)) => Halvable::Other(Box::new(s)),
-                Ok(Err(e)) => return Err(format!("TLS handshake with {addr}: {e}")),
-                Err(_) => return Err(format!("TLS handshake with {addr} timed out")),
+        Some(tls) => match connector.handshake(tls, &target.host, tcp).await {
+            Ok(s) => Halvable::Other(Box::new(s)),
+            Err(HandshakeError::Name(e)) => return Err(e),
+            Err(HandshakeError::Failed(e)) => {
+                return Err(format!("TLS handshake with {addr}: {e}"))
             }
-        }
+            Err(HandshakeError::TimedOut) => {
+                return Err(format!("TLS handshake with {addr} timed out"))
+            }
+        },
     };
     let (r, w) = halves(io);
     Ok(Upstream {
@@ -621,19 +669,15 @@ where
 }
 
 /// One access record per request.
-#[allow(clippy::too_many_arguments)]
 fn record(
     cfg: &RelayConfig,
     peer: SocketAddr,
-    host: Option<&str>,
-    bucket: Option<&str>,
-    method: &str,
-    key: &str,
+    n: Named<'_>,
     o: Outcome,
     started: Instant,
-    from: u64,
-    to: u64,
+    (from, to): (u64, u64),
 ) {
+    let (host, bucket, method, key) = (n.host, n.bucket, n.method, n.key);
     tracing::info!(
         target: "ossrelay::access",
         event = "request",

@@ -4,114 +4,26 @@
 //! After the first request head the connection is relayed as bytes.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
-use crate::acl::{Acl, Action};
+use super::http::OneRequest;
+use super::tcp::relay_pair;
+use super::{finish, Context};
+use crate::observe::access::{AccessRecord, CloseReason};
+use crate::policy::dest::DestPolicy;
+use crate::pump::copy::Meter;
 use crate::resolve::{lookup, Resolve};
 
 /// Longest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// How long a client may take to send its request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One destination rule: ports it covers and which addresses it allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DestRule {
-    /// Port ranges this rule applies to.
-    pub ports: Vec<RangeInclusive<u16>>,
-    /// Addresses allowed on those ports.
-    pub hosts: Acl,
-    /// Host names (as the client asked for them) allowed on those ports.
-    pub names: Vec<crate::pattern::HostPattern>,
-}
-
-/// Where a proxy may connect. With no rules every destination is allowed
-/// (stone without `-x`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DestPolicy {
-    /// Rules in definition order.
-    pub rules: Vec<DestRule>,
-    /// stone's `-x`: only the last rule whose ports match decides. Otherwise
-    /// (TOML `proxy_allow`) any rule covering the port may allow it.
-    pub last_match_wins: bool,
-    /// stone's `proxy/v4only` (false) and `proxy/v6only` (true): only
-    /// destinations of that address family.
-    pub only_v6: Option<bool>,
-    /// Bucket policy for requests to object-storage names (TOML only).
-    pub buckets: Option<crate::gateway::BucketPolicy>,
-}
-
-impl DestPolicy {
-    /// The bucket a request through the proxy names: the labels before a
-    /// `*.suffix` name rule's suffix, or for a forwarded request to an
-    /// exact name, the first path segment.
-    pub fn bucket_of(&self, host: &str, path: Option<&str>) -> Option<String> {
-        let names = self.rules.iter().flat_map(|r| &r.names);
-        for n in names {
-            if let Some(b) = n.prefix_of(host) {
-                return Some(b.to_string());
-            }
-            if n.matches(host) {
-                let first = path?.trim_start_matches('/').split(['/', '?']).next()?;
-                return (!first.is_empty()).then(|| first.to_string());
-            }
-        }
-        None
-    }
-
-    /// Whether a rule covering `port` allows the name `host` itself.
-    pub fn allows_name(&self, host: &str, port: u16) -> bool {
-        self.rules.iter().any(|r| {
-            r.ports.iter().any(|p| p.contains(&port)) && r.names.iter().any(|n| n.matches(host))
-        })
-    }
-
-    /// Whether `ip:port` may be reached.
-    pub fn allows(&self, ip: IpAddr, port: u16) -> bool {
-        if self.only_v6.is_some_and(|v6| v6 != ip.is_ipv6()) {
-            return false;
-        }
-        if self.rules.is_empty() {
-            return true;
-        }
-        let mut covering = self
-            .rules
-            .iter()
-            .rev()
-            .filter(|r| r.ports.iter().any(|p| p.contains(&port)));
-        if self.last_match_wins {
-            covering
-                .next()
-                .is_some_and(|rule| rule.hosts.check(ip).0 == Action::Allow)
-        } else {
-            covering.any(|rule| rule.hosts.check(ip).0 == Action::Allow)
-        }
-    }
-}
-
-/// Parses stone's `-x` port list: `80`, `80,443`, `8000-8080,443`.
-pub fn parse_ports(text: &str) -> Result<Vec<RangeInclusive<u16>>, String> {
-    text.split(',')
-        .map(|part| {
-            let (a, b) = part.split_once('-').unwrap_or((part, part));
-            let a: u16 = a
-                .parse()
-                .map_err(|_| format!("{text:?}: {a:?} is not a port number"))?;
-            let b: u16 = b
-                .parse()
-                .map_err(|_| format!("{text:?}: {b:?} is not a port number"))?;
-            if a > b {
-                return Err(format!("{text:?}: range {a}-{b} is backwards"));
-            }
-            Ok(a..=b)
-        })
-        .collect()
-}
 
 /// What the client asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -321,10 +233,203 @@ pub async fn refuse(client: &mut TcpStream, status: u16, why: &str) {
     let _ = client.shutdown().await;
 }
 
+/// Serves one proxy connection: check and connect its first request, then
+/// relay that one request (under a bucket policy) or the whole pair.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn serve(
+    ctx: &Context,
+    policy: &DestPolicy,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    mode: u32,
+    meter: &Meter,
+    mut record: AccessRecord<'_>,
+    force: &CancellationToken,
+) {
+    let cfg = &ctx.cfg;
+    let fd = client.as_raw_fd();
+    // Set by connect for an absolute-form request: relay just it.
+    let mut one_request = None;
+    let connected = tokio::select! {
+        r = connect(ctx, &mut client, policy, meter, &mut one_request) => r,
+        _ = force.cancelled() => Err(CloseReason::Shutdown),
+    };
+    let (mut upstream, addr) = match connected {
+        Ok(pair) => pair,
+        Err(reason) => return finish(record, meter, reason),
+    };
+    let Some(one) = one_request else {
+        return relay_pair(
+            ctx, client, upstream, addr, peer, mode, meter, record, force,
+        )
+        .await;
+    };
+    // Proxy relays send no PROXY header (validation refuses `send`).
+    record.upstream = Some(addr);
+    let _ident = crate::connector::ident::register(&upstream, ctx.listen_port);
+    crate::sockopt::set_options(&upstream, cfg);
+    let r = tokio::select! {
+        r = super::http::exchange_once(&mut client, &mut upstream, one, cfg.idle_timeout, meter) => r,
+        _ = force.cancelled() => Err("shutting down".into()),
+    };
+    let reason = match r {
+        Ok(_) => CloseReason::Eof,
+        Err(why) => {
+            tracing::debug!(relay = %cfg.name, "{} TCP {fd}: proxied request: {why}", ctx.id);
+            CloseReason::Reset
+        }
+    };
+    finish(record, meter, reason);
+}
+
+/// Proxy mode: read the request head, check the destination, connect.
+/// Refusals are answered with an HTTP status before the close.
+async fn connect(
+    ctx: &Context,
+    client: &mut TcpStream,
+    policy: &DestPolicy,
+    meter: &Meter,
+    one_request: &mut Option<OneRequest>,
+) -> Result<(TcpStream, SocketAddr), CloseReason> {
+    let cfg = &ctx.cfg;
+    let fd = client.as_raw_fd();
+    let (head, early) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(client)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {e}", ctx.id);
+            refuse(client, 400, &e.to_string()).await;
+            return Err(CloseReason::BadRequest);
+        }
+        Err(_) => {
+            refuse(client, 400, "request head not received in time").await;
+            return Err(CloseReason::BadRequest);
+        }
+    };
+    meter.from_client.fetch_add(
+        (head.len() + early.len()) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let target = match parse_head(&head) {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {why}", ctx.id);
+            refuse(client, 400, why).await;
+            return Err(CloseReason::BadRequest);
+        }
+    };
+    tracing::info!(relay = %cfg.name, "proxy {fd} -> http://{}:{}", target.host, target.port);
+    // With a bucket policy, an absolute-form request is relayed on its own
+    // (see exchange_once), framed by its original head, which must be
+    // unambiguous. Without one (stone's proxy) the pair is spliced as
+    // stone does: later requests go to the same, already checked,
+    // destination.
+    let early = if target.tunnel || policy.buckets.is_none() {
+        early
+    } else {
+        let req = match crate::wire::http_head::parse_request(&head) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {why}", ctx.id);
+                refuse(client, 400, why).await;
+                return Err(CloseReason::BadRequest);
+            }
+        };
+        *one_request = Some(OneRequest {
+            early,
+            framing: req.framing,
+            head_request: req.method == "HEAD",
+        });
+        Vec::new()
+    };
+    if let Some(bp) = &policy.buckets {
+        let path = (!target.tunnel)
+            .then(|| {
+                String::from_utf8_lossy(&target.head)
+                    .split(' ')
+                    .nth(1)
+                    .map(str::to_string)
+            })
+            .flatten();
+        let bucket = policy.bucket_of(&target.host, path.as_deref());
+        if let Err(why) = bp.check(bucket.as_deref()) {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy denied {}:{}: {why}", ctx.id, target.host, target.port);
+            if target.tunnel {
+                refuse(client, 403, &why).await;
+            } else {
+                let reply = crate::wire::oss_error::error_response(
+                    403,
+                    "AccessDenied",
+                    &format!("{why} (ossrelay bucket policy)"),
+                    bucket.as_deref(),
+                    &target.host,
+                );
+                let _ = client.write_all(&reply).await;
+                let _ = client.shutdown().await;
+            }
+            return Err(CloseReason::RefusedDestination);
+        }
+    }
+    let connected = match setup(
+        client,
+        &target,
+        &early,
+        policy,
+        ctx.connector.resolver(),
+        cfg.connect_timeout,
+    )
+    .await
+    {
+        Ok(Setup::Connected(up, addr)) => Ok((up, addr)),
+        Ok(Setup::Refused(status, why)) => {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy {status}: {why}", ctx.id);
+            refuse(client, status, &why).await;
+            Err(if status == 403 {
+                CloseReason::RefusedDestination
+            } else {
+                CloseReason::ConnectFailed
+            })
+        }
+        Err(e) => {
+            tracing::debug!(relay = %cfg.name, "{} TCP {fd}: proxy: {e}", ctx.id);
+            Err(CloseReason::Reset)
+        }
+    };
+    // A tunnel that carries TLS: police its server name too, since it
+    // need not match the CONNECT target.
+    let (mut up, addr) = connected?;
+    if let (Some(bp), true) = (&policy.buckets, target.tunnel) {
+        use super::sni::{self, Hello};
+        let mut hello = Vec::new();
+        let name = match sni::read_hello(client, &mut hello, HEAD_TIMEOUT).await {
+            Hello::Name(name) => name,
+            // Plain HTTP inside a tunnel could name any bucket in request
+            // after request; with a bucket policy only TLS (checked by its
+            // server name) or absolute-form requests (checked one by one)
+            // may pass.
+            Hello::Bad(_) if hello.first().is_some_and(|&b| b != 0x16) => {
+                tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {} carries no TLS; refused under the bucket policy (send plain HTTP as absolute-form requests)", ctx.id, target.host);
+                let _ = client.shutdown().await;
+                return Err(CloseReason::RefusedDestination);
+            }
+            Hello::Bad(_) | Hello::Closed => return Err(CloseReason::BadRequest),
+        };
+        let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
+        if let Err(why) = bp.check(bucket.as_deref()) {
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", ctx.id, target.host);
+            sni::alert(client, sni::ACCESS_DENIED).await;
+            return Err(CloseReason::RefusedDestination);
+        }
+        meter
+            .from_client
+            .fetch_add(hello.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        up.write_all(&hello).await.map_err(|_| CloseReason::Reset)?;
+    }
+    Ok((up, addr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acl::{Cidr, Rule};
 
     #[test]
     fn heads() {
@@ -351,53 +456,5 @@ mod tests {
         assert!(parse_head(b"GET /local HTTP/1.1\r\n\r\n").is_err());
         assert!(parse_head(b"CONNECT nohost HTTP/1.1\r\n\r\n").is_err());
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
-    }
-
-    #[test]
-    fn policy_last_matching_port_list_wins() {
-        let only = |cidr: &str| {
-            Acl::new(vec![Rule {
-                action: Action::Allow,
-                block: Cidr::parse(cidr).unwrap(),
-                mode: 0,
-            }])
-        };
-        let p = DestPolicy {
-            rules: vec![
-                DestRule {
-                    ports: parse_ports("1-65535").unwrap(),
-                    hosts: only("10.0.0.0/8"),
-                    names: vec![],
-                },
-                DestRule {
-                    ports: parse_ports("80,443").unwrap(),
-                    hosts: only("192.168.0.0/16"),
-                    names: vec![],
-                },
-            ],
-            last_match_wins: true,
-            only_v6: None,
-            buckets: None,
-        };
-        assert!(p.allows("10.1.1.1".parse().unwrap(), 22));
-        assert!(!p.allows("10.1.1.1".parse().unwrap(), 80));
-        assert!(p.allows("192.168.1.1".parse().unwrap(), 443));
-        assert!(DestPolicy::default().allows("1.2.3.4".parse().unwrap(), 1));
-        assert!(parse_ports("90-80").is_err());
-        assert_eq!(
-            parse_ports("80,8000-8080").unwrap(),
-            vec![80..=80, 8000..=8080]
-        );
-        let union = DestPolicy {
-            last_match_wins: false,
-            ..p
-        };
-        assert!(union.allows("10.1.1.1".parse().unwrap(), 80));
-        let v6 = DestPolicy {
-            only_v6: Some(true),
-            ..DestPolicy::default()
-        };
-        assert!(!v6.allows("10.1.1.1".parse().unwrap(), 80));
-        assert!(v6.allows("::1".parse().unwrap(), 80));
     }
 }

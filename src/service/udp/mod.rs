@@ -3,9 +3,11 @@
 //! client. Sessions end after their idle timeout; when the session limit is
 //! reached the least recently used one is evicted (stone's `-u`).
 
+mod batch;
+
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,12 +18,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::copy::Meter;
-use super::udp_batch::{self, Inbox};
 use crate::acl::{canonical, Action};
-use crate::config::{Protocol, RelayConfig};
+use crate::config::{Protocol, RelayConfig, Service, Upstream};
+use crate::connector::Connector;
 use crate::observe::access::{AccessRecord, CloseReason};
-use crate::resolve::{lookup_within, Resolve};
+use crate::pump::copy::Meter;
+use crate::resolve::Resolve;
+use batch::Inbox;
 
 /// Largest UDP payload over IPv4, plus slack so truncation is detectable.
 const DATAGRAM_BUF: usize = 65_536;
@@ -39,8 +42,10 @@ pub struct UdpRelay {
     /// kernel refuses it once.
     gso: std::sync::atomic::AtomicBool,
     cfg: Arc<RelayConfig>,
+    /// Where every session's datagrams go.
+    upstream: Upstream,
     socket: Arc<UdpSocket>,
-    resolver: Arc<dyn Resolve>,
+    connector: Connector,
     id: i32,
 }
 
@@ -54,21 +59,33 @@ struct Session {
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
 
 impl UdpRelay {
-    /// Wraps a socket the caller bound.
-    pub fn new(cfg: Arc<RelayConfig>, socket: UdpSocket, resolver: Arc<dyn Resolve>) -> UdpRelay {
+    /// Wraps a socket the caller bound for `cfg`, a udp relay.
+    pub fn new(
+        cfg: Arc<RelayConfig>,
+        socket: UdpSocket,
+        resolver: Arc<dyn Resolve>,
+    ) -> io::Result<UdpRelay> {
+        let Service::Udp(upstream) = &cfg.service else {
+            return Err(io::Error::other(format!(
+                "relay {:?} is not a udp relay",
+                cfg.name
+            )));
+        };
+        let upstream = upstream.clone();
         let id = socket.as_raw_fd();
         // Every client's datagrams queue on this one socket, and the default
         // buffer holds only a few hundred small ones: a burst while the relay
         // is not scheduled would be dropped. The kernel caps the request at
         // net.core.rmem_max, and memory is used only while datagrams wait.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(LISTEN_RCVBUF);
-        UdpRelay {
+        Ok(UdpRelay {
             gso: std::sync::atomic::AtomicBool::new(cfg!(target_os = "linux")),
+            connector: Connector::new(cfg.clone(), resolver),
             cfg,
+            upstream,
             socket: Arc::new(socket),
-            resolver,
             id,
-        }
+        })
     }
 
     /// The address actually bound.
@@ -163,10 +180,10 @@ impl UdpRelay {
         let mut bytes = 0u64;
         #[cfg(target_os = "linux")]
         if let Some(size) =
-            udp_batch::segment_size(datagrams).filter(|_| self.gso.load(Ordering::Relaxed))
+            batch::segment_size(datagrams).filter(|_| self.gso.load(Ordering::Relaxed))
         {
-            match udp_batch::send_segmented(upstream, datagrams, size) {
-                Ok(()) => return udp_batch::bytes(datagrams),
+            match batch::send_segmented(upstream, datagrams, size) {
+                Ok(()) => return batch::bytes(datagrams),
                 // Full buffer: the loop below waits for room.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // No UDP GSO here (old kernel, or a route that cannot do
@@ -188,7 +205,7 @@ impl UdpRelay {
             }
         }
         while !datagrams.is_empty() {
-            let (sent, delivered) = match udp_batch::send_connected(upstream, datagrams) {
+            let (sent, delivered) = match batch::send_connected(upstream, datagrams) {
                 Ok(n) => (n, true),
                 // Full socket buffer: wait for room, as a single send would.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -208,7 +225,7 @@ impl UdpRelay {
                 }
             };
             if delivered {
-                bytes += udp_batch::bytes(&datagrams[..sent]);
+                bytes += batch::bytes(&datagrams[..sent]);
             }
             datagrams = &datagrams[sent..];
         }
@@ -226,10 +243,10 @@ impl UdpRelay {
     ) -> Option<(Arc<UdpSocket>, Arc<Meter>)> {
         // Counts from the first datagram, so a failed set-up has a duration too.
         let meter = Meter::new();
-        let upstream = match self.connect_upstream().await {
+        let upstream = match self.connector.connect_udp(&self.upstream).await {
             Ok(pair) => pair,
             Err(why) => {
-                tracing::warn!(relay = %self.cfg.name, "stone {}: UDP from {peer}: connect to {} failed: {why}", self.id, self.cfg.upstream);
+                tracing::warn!(relay = %self.cfg.name, "stone {}: UDP from {peer}: connect to {} failed: {why}", self.id, self.upstream);
                 self.record(
                     peer,
                     None,
@@ -281,34 +298,6 @@ impl UdpRelay {
         let (stop, force) = (stop.clone(), force.clone());
         tracker.spawn(async move { task.run(evict, stop, force).await });
         Some((socket, state))
-    }
-
-    async fn connect_upstream(&self) -> Result<(UdpSocket, SocketAddr), String> {
-        let up = &self.cfg.upstream;
-        let addrs = lookup_within(
-            self.resolver.as_ref(),
-            &up.host,
-            up.port,
-            self.cfg.connect_timeout,
-        )
-        .await?;
-        let mut errors = Vec::new();
-        for addr in addrs {
-            let local: SocketAddr = match addr {
-                SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-                SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-            };
-            let attempt = async {
-                let s = UdpSocket::bind(local).await?;
-                s.connect(addr).await?;
-                Ok::<_, io::Error>(s)
-            };
-            match attempt.await {
-                Ok(s) => return Ok((s, addr)),
-                Err(e) => errors.push(format!("{addr}: {e}")),
-            }
-        }
-        Err(errors.join("; "))
     }
 
     fn record(
