@@ -2,7 +2,8 @@
 """Side-by-side relay benchmark on loopback: ossrelay against HAProxy,
 nginx (stream), socat, stone and redir, one after another in one run.
 
-    bench/compare.py [--smoke] [--secs N] [--idle N] [--out DIR]
+    bench/compare.py [--smoke] [--secs N] [--idle N] [--rounds N] [--only A,B] [--out DIR]
+    OSSRELAY_BASELINE=/path/to/older/ossrelay bench/compare.py --rounds 5 --only ossrelay,ossrelay-base
 
 Measures, for each relay that is installed:
   * iperf3 throughput, 1 and 4 streams (Gbit/s), and relay CPU seconds
@@ -13,6 +14,13 @@ Measures, for each relay that is installed:
     proven live by echoing a byte through the first and the last;
   * UDP datagrams/s (iperf3 -u, 64-byte datagrams) where the relay does UDP;
   * ossrelay's http gateway mode against its own tcp mode (wrk keep-alive).
+
+With --rounds N every relay (and `direct`, no relay at all, the machine's
+noise gauge) is measured N times, alternating A B C A B C ..., and each
+figure is the median of its rounds, shown with its min-max range. With
+OSSRELAY_BASELINE set, a second ossrelay binary runs as the relay
+`ossrelay-base`, for A/B comparisons of two builds on one machine; a ratio
+whose two ranges overlap is flagged "within noise".
 
 Readiness is waiting for the listening socket in /proc/net, never a probe
 connection. Every process started here is stopped by PID. Results go to
@@ -198,7 +206,7 @@ def echo_server(port):
 
 # ---- relays ---------------------------------------------------------------
 
-def relay_ossrelay(work, listen, target, udp_target=None, mode="tcp"):
+def relay_ossrelay(work, listen, target, udp_target=None, mode="tcp", binary=None):
     cfg = os.path.join(work, "ossrelay-%d.toml" % listen)
     with open(cfg, "w") as f:
         f.write('[log]\nlevel = "error"\n')
@@ -211,7 +219,12 @@ def relay_ossrelay(work, listen, target, udp_target=None, mode="tcp"):
         if udp_target:
             f.write('[[relay]]\nname = "u"\nprotocol = "udp"\nlisten = "127.0.0.1:%d"\n'
                     'upstream = "127.0.0.1:%d"\nmax_sessions = 100000\n' % (listen, udp_target))
-    return start([BIN, "run", "-c", cfg], listen)
+    return start([binary or BIN, "run", "-c", cfg], listen)
+
+
+def relay_ossrelay_base(work, listen, target, udp_target=None, mode="tcp"):
+    return relay_ossrelay(work, listen, target, udp_target, mode,
+                          binary=os.environ.get("OSSRELAY_BASELINE"))
 
 
 def relay_haproxy(work, listen, target, udp_target=None):
@@ -264,13 +277,16 @@ def relay_redir(work, listen, target, udp_target=None):
 
 RELAYS = [
     ("ossrelay", relay_ossrelay, None),
+    ("ossrelay-base", relay_ossrelay_base, "OSSRELAY_BASELINE"),
     ("haproxy", relay_haproxy, "haproxy"),
     ("nginx", relay_nginx, "nginx"),
     ("socat", relay_socat, "socat"),
     ("stone", relay_stone, "stone"),
     ("redir", relay_redir, "redir"),
 ]
-UDP_CAPABLE = {"ossrelay", "nginx", "socat", "stone"}
+UDP_CAPABLE = {"ossrelay", "ossrelay-base", "nginx", "socat", "stone"}
+# Relays that also run the http gateway (measured against the same nginx).
+GATEWAY_CAPABLE = {"ossrelay", "ossrelay-base"}
 
 
 # ---- measurements ---------------------------------------------------------
@@ -362,7 +378,41 @@ def measure(name, fn, ports, work, a):
         out["idle_kib_per_conn"] = idle_memory(p.pid, listen, a.idle)
     finally:
         stop(p)
+    if name in GATEWAY_CAPABLE:
+        listen = free_port()
+        p = fn(work, listen, ports["web"], mode="http")
+        try:
+            out["gw_ka_rps"], _ = wrk(listen, a.secs)
+            out["gw_close_rps"], _ = wrk(listen, a.secs, close=True)
+        finally:
+            stop(p)
     return out
+
+
+def measure_direct(ports, a):
+    direct = {}
+    for streams in (1, 4):
+        direct["gbps_%d" % streams], _ = iperf(ports["iperf"], a.secs, streams)
+    direct["ka_rps"], direct["ka_p99_ms"] = wrk(ports["web"], a.secs)
+    direct["close_rps"], _ = wrk(ports["web"], a.secs, close=True)
+    return direct
+
+
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def aggregate(runs):
+    """Per metric: the median of the rounds, and their (min, max)."""
+    keys = {k for r in runs for k in r}
+    med, rng = {}, {}
+    for k in keys:
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        if vals:
+            med[k], rng[k] = median(vals), (min(vals), max(vals))
+    return med, rng
 
 
 def main():
@@ -371,7 +421,11 @@ def main():
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--idle", type=int, default=5000)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the relays N times; report medians")
+    ap.add_argument("--only", help="comma-separated relay names to run (e.g. ossrelay,ossrelay-base)")
     a = ap.parse_args()
+    if a.rounds < 1:
+        sys.exit("--rounds must be at least 1")
     if a.smoke:
         a.secs, a.idle = 1, 200
     for tool in ("iperf3", "wrk", "nginx"):
@@ -383,19 +437,21 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     work = tempfile.mkdtemp(prefix="ossrelay-bench.")
-    results, skipped = {}, {}
+    results, ranges, skipped = {}, {}, {}
     gateway_pair = None
     try:
         ports = start_backends(work)
-        # The baseline: no relay at all.
-        direct = {}
-        for streams in (1, 4):
-            direct["gbps_%d" % streams], _ = iperf(ports["iperf"], a.secs, streams)
-        direct["ka_rps"], direct["ka_p99_ms"] = wrk(ports["web"], a.secs)
-        direct["close_rps"], _ = wrk(ports["web"], a.secs, close=True)
-        results["direct"] = direct
+        only = set(a.only.split(",")) if a.only else None
+        chosen = []
         for name, fn, binary in RELAYS:
-            if binary and not shutil.which(binary):
+            if only is not None and name not in only:
+                continue
+            if name == "ossrelay-base":
+                base = os.environ.get("OSSRELAY_BASELINE")
+                if not base or not os.path.exists(base):
+                    skipped[name] = "OSSRELAY_BASELINE not set to an ossrelay binary"
+                    continue
+            elif binary and not shutil.which(binary):
                 skipped[name] = "not installed"
                 print("SKIPPED %s: not installed" % name, flush=True)
                 continue
@@ -403,17 +459,30 @@ def main():
                 skipped[name] = "no stream module (apt-get install libnginx-mod-stream)"
                 print("SKIPPED nginx: %s" % skipped[name], flush=True)
                 continue
-            print("--- %s" % name, flush=True)
-            try:
-                results[name] = measure(name, fn, ports, work, a)
-            except Exception as e:  # one broken peer must not hide the others
-                skipped[name] = "failed: %s" % e
-                print("FAILED %s: %s" % (name, e), flush=True)
+            chosen.append((name, fn))
+        # Rounds alternate the relays (A B C A B C ...), with no relay at all
+        # (`direct`) each round as the gauge of the machine's own noise.
+        runs = {"direct": []}
+        for r in range(a.rounds):
+            print("=== round %d/%d" % (r + 1, a.rounds), flush=True)
+            runs["direct"].append(measure_direct(ports, a))
+            for name, fn in chosen:
+                if name in skipped:
+                    continue
+                print("--- %s" % name, flush=True)
+                try:
+                    runs.setdefault(name, []).append(measure(name, fn, ports, work, a))
+                except Exception as e:  # one broken peer must not hide the others
+                    skipped[name] = "failed: %s" % e
+                    runs.pop(name, None)
+                    print("FAILED %s: %s" % (name, e), flush=True)
+        for name, rs in runs.items():
+            results[name], ranges[name] = aggregate(rs)
         # The gateway against plain tcp, both ossrelay, alternated back to
         # back so both see the same machine (the numbers above were taken
         # minutes apart, after thousands of peer processes came and went).
         runs = {"tcp": [], "http": []}
-        for _ in range(2):
+        for _ in range(2 if only is None or "ossrelay" in only else 0):
             for mode in ("tcp", "http"):
                 listen = free_port()
                 p = relay_ossrelay(work, listen, ports["web"], mode=mode)
@@ -421,14 +490,15 @@ def main():
                     runs[mode].append(wrk(listen, a.secs)[0])
                 finally:
                     stop(p)
-        mean = lambda v: sum(v) / len(v)
-        results["ossrelay-http"] = {"ka_rps": mean(runs["http"])}
-        gateway_pair = (mean(runs["http"]), mean(runs["tcp"]))
+        if runs["http"]:
+            mean = lambda v: sum(v) / len(v)
+            results["ossrelay-http"] = {"ka_rps": mean(runs["http"])}
+            gateway_pair = (mean(runs["http"]), mean(runs["tcp"]))
     finally:
         for p in procs:
             stop(p)
         shutil.rmtree(work, ignore_errors=True)
-    write(results, skipped, a, gateway_pair)
+    write(results, skipped, a, gateway_pair, ranges)
 
 
 METRICS = [
@@ -440,6 +510,8 @@ METRICS = [
     ("close_rps", "new conns/s", True),
     ("idle_kib_per_conn", "KiB per idle conn", False),
     ("udp_dgrams_per_s", "UDP datagrams/s", True),
+    ("gw_ka_rps", "gateway keep-alive req/s", True),
+    ("gw_close_rps", "gateway new conns/s", True),
 ]
 
 
@@ -449,7 +521,26 @@ def fmt(v):
     return "%.2f" % v if v < 100 else "%.0f" % v
 
 
-def write(results, skipped, a, gateway_pair=None):
+def ab_table(results, ranges, a_name, b_name):
+    """Medians of two relays with their ranges, the ratio a/b, and whether
+    the ranges overlap (then the difference is within this run's noise)."""
+    rows = ["| metric | %s median (min-max) | %s median (min-max) | ratio | |" % (a_name, b_name),
+            "|---|---|---|---|---|"]
+    ra, rb = results.get(a_name, {}), results.get(b_name, {})
+    ga, gb = ranges.get(a_name, {}), ranges.get(b_name, {})
+    for k, label, _ in METRICS:
+        if ra.get(k) is None or rb.get(k) is None:
+            continue
+        (alo, ahi), (blo, bhi) = ga[k], gb[k]
+        noise = "within noise" if alo <= bhi and blo <= ahi else ""
+        rows.append("| %s | %s (%s-%s) | %s (%s-%s) | %s | %s |" % (
+            label, fmt(ra[k]), fmt(alo), fmt(ahi), fmt(rb[k]), fmt(blo), fmt(bhi),
+            fmt(ra[k] / rb[k]) if rb[k] else "-", noise))
+    return rows
+
+
+def write(results, skipped, a, gateway_pair=None, ranges=None):
+    ranges = ranges or {}
     os.makedirs(a.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     if a.smoke:
@@ -462,7 +553,7 @@ def write(results, skipped, a, gateway_pair=None):
     ratios = {}
     lines = []
     for peer in results:
-        if peer in ("ossrelay", "direct", "ossrelay-http"):
+        if peer in ("ossrelay", "direct", "ossrelay-http", "ossrelay-base"):
             continue
         ratios[peer] = {}
         for k, label, _ in METRICS:
@@ -477,13 +568,23 @@ def write(results, skipped, a, gateway_pair=None):
           ""] + rows + ["", "Ratios (ossrelay / peer):", "", rows[0].replace("| relay |", "| ratio |"), rows[1]] + lines
     md += ["", "http gateway keep-alive req/s / ossrelay tcp mode: %s (two alternating runs each, "
            "back to back: http %s, tcp %s req/s)" % (fmt(gw_ratio), fmt(gw), fmt(tcp))]
+    if a.rounds > 1:
+        md[2] = md[2].replace("one relay at a time,", "one relay at a time, medians of %d alternating rounds," % a.rounds)
+    if "ossrelay-base" in results:
+        md += ["", "A/B, this build against OSSRELAY_BASELINE (%d rounds):" % a.rounds, ""]
+        md += ab_table(results, ranges, "ossrelay", "ossrelay-base")
+    if a.rounds > 1 and "direct" in ranges:
+        md += ["", "Noise gauge, no relay (min-max over the rounds): " + ", ".join(
+            "%s %s-%s" % (label, fmt(ranges["direct"][k][0]), fmt(ranges["direct"][k][1]))
+            for k, label, _ in METRICS if k in ranges["direct"])]
     if skipped:
         md += ["", "Not measured: " + "; ".join("%s (%s)" % kv for kv in skipped.items())]
     path = os.path.join(a.out, stamp)
     with open(path + ".md", "w") as f:
         f.write("\n".join(md) + "\n")
     with open(path + ".json", "w") as f:
-        json.dump({"date": stamp, "secs": a.secs, "idle": a.idle, "results": results,
+        json.dump({"date": stamp, "secs": a.secs, "idle": a.idle, "rounds": a.rounds,
+                   "results": results, "ranges": ranges,
                    "ratios": ratios, "gateway_vs_tcp": gw_ratio,
                    "gateway_runs_mean_rps": {"http": gw, "tcp": tcp}, "skipped": skipped}, f, indent=2)
     print("\n".join(md))

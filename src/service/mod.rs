@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Forward, Protocol, RelayConfig, Service};
 use crate::connector::Connector;
 use crate::observe::access::{AccessRecord, CloseReason};
-use crate::pump::copy::Meter;
+use crate::pump::copy::{self, Meter};
 use crate::resolve::Resolve;
 use crate::tls::HandshakeError;
 
@@ -105,7 +105,7 @@ pub async fn serve(ctx: &Context, conn: Conn, force: &CancellationToken) {
     } = conn;
     let cfg = &ctx.cfg;
     let meter = Meter::new();
-    let record = AccessRecord {
+    let mut record = AccessRecord {
         relay: &cfg.name,
         protocol: Protocol::Tcp,
         listener_id: ctx.id,
@@ -128,8 +128,30 @@ pub async fn serve(ctx: &Context, conn: Conn, force: &CancellationToken) {
             return;
         }
         Service::Tcp(fwd) => {
-            tcp::serve(ctx, fwd, client, peer, mode, &meter, record, force).await;
-            return;
+            // The plain pair, the common case, runs inline: see `tcp`.
+            let fd = record.conn_id;
+            let connected = tokio::select! {
+                r = ctx.connector.connect(fwd) => r.map_err(|why| {
+                    tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect failed: {why}", ctx.id);
+                    CloseReason::ConnectFailed
+                }),
+                _ = force.cancelled() => Err(CloseReason::Shutdown),
+            };
+            let (upstream, addr, _) = match connected {
+                Ok(c) => c,
+                Err(reason) => return finish(record, &meter, reason),
+            };
+            record.upstream = Some(addr);
+            let opened = match tcp::open(ctx, &client, &upstream, addr, peer, mode).await {
+                Ok(o) => o,
+                Err(reason) => return finish(record, &meter, reason),
+            };
+            let idle = cfg.idle_timeout;
+            let dump = opened.dump.as_ref();
+            let outcome = copy::relay(&client, &upstream, idle, force, &meter, dump).await;
+            tcp::close(ctx, client, upstream, opened, outcome, &mut record);
+            let reason = record.reason;
+            return finish(record, &meter, reason);
         }
         Service::Proxy(policy) => {
             Box::pin(proxy::serve(

@@ -13,11 +13,11 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::http::OneRequest;
-use super::tcp::relay_pair;
+use super::tcp;
 use super::{finish, Context};
 use crate::observe::access::{AccessRecord, CloseReason};
 use crate::policy::dest::DestPolicy;
-use crate::pump::copy::Meter;
+use crate::pump::copy::{self, Meter};
 use crate::resolve::{lookup, Resolve};
 
 /// Longest request head accepted.
@@ -259,10 +259,16 @@ pub(super) async fn serve(
         Err(reason) => return finish(record, meter, reason),
     };
     let Some(one) = one_request else {
-        return relay_pair(
-            ctx, client, upstream, addr, peer, mode, meter, record, force,
-        )
-        .await;
+        record.upstream = Some(addr);
+        let opened = match tcp::open(ctx, &client, &upstream, addr, peer, mode).await {
+            Ok(o) => o,
+            Err(reason) => return finish(record, meter, reason),
+        };
+        let dump = opened.dump.as_ref();
+        let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, meter, dump).await;
+        tcp::close(ctx, client, upstream, opened, outcome, &mut record);
+        let reason = record.reason;
+        return finish(record, meter, reason);
     };
     // Proxy relays send no PROXY header (validation refuses `send`).
     record.upstream = Some(addr);

@@ -1,106 +1,83 @@
 //! The tcp relay (stone's repeater): connect to the upstream, write the
 //! PROXY header if configured, and splice the pair until both directions
-//! end. [`relay_pair`] is also the tail of the forward proxy once it has
-//! connected.
+//! end. The forward proxy ends the same way once it has connected.
+//!
+//! The pair is opened ([`open`]), pumped and closed ([`close`]) by the
+//! caller, so that the pump's future sits directly in the connection's
+//! task: each level of `async fn` between them would add its arguments to
+//! every idle pair's memory.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-use super::{finish, Context};
-use crate::config::Forward;
+use super::Context;
+use crate::connector::ident::Registered;
 use crate::observe::access::{AccessRecord, CloseReason};
-use crate::pump::copy::{self, Meter};
+use crate::pump::copy::{self, Outcome};
+use crate::pump::dump::Dump;
 
-/// Serves one plain TCP connection (no TLS, unix socket or rewriting).
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn serve(
-    ctx: &Context,
-    fwd: &Forward,
-    client: TcpStream,
-    peer: SocketAddr,
-    mode: u32,
-    meter: &Meter,
-    record: AccessRecord<'_>,
-    force: &CancellationToken,
-) {
-    let cfg = &ctx.cfg;
-    let fd = client.as_raw_fd();
-    let connected = tokio::select! {
-        r = ctx.connector.connect(fwd) => r.map(|(s, a, _)| (s, a)).map_err(|why| {
-            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: connect failed: {why}", ctx.id);
-            CloseReason::ConnectFailed
-        }),
-        _ = force.cancelled() => Err(CloseReason::Shutdown),
-    };
-    match connected {
-        Ok((upstream, addr)) => {
-            relay_pair(
-                ctx, client, upstream, addr, peer, mode, meter, record, force,
-            )
-            .await
-        }
-        Err(reason) => finish(record, meter, reason),
-    }
+/// A pair ready to pump: what must live as long as it does.
+pub(super) struct Opened {
+    /// The ident table entry of the upstream connection.
+    _ident: Registered,
+    /// stone's `-p` dumps, one per direction.
+    pub(super) dump: Option<(Dump, Dump)>,
 }
 
-/// Sends the PROXY header and relays a connected pair until it ends, then
-/// writes the access record.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn relay_pair(
+/// Sends the PROXY header and gets a connected pair ready to pump.
+pub(super) async fn open(
     ctx: &Context,
-    client: TcpStream,
-    upstream: TcpStream,
+    client: &TcpStream,
+    upstream: &TcpStream,
     addr: SocketAddr,
     peer: SocketAddr,
     mode: u32,
-    meter: &Meter,
-    mut record: AccessRecord<'_>,
-    force: &CancellationToken,
-) {
+) -> Result<Opened, CloseReason> {
     let cfg = &ctx.cfg;
     let fd = client.as_raw_fd();
-    record.upstream = Some(addr);
     // getsockname only when a header will carry the address.
     let local = cfg
         .proxy_protocol
         .send
         .and_then(|_| client.local_addr().ok());
-    if let Err(e) = ctx
-        .connector
-        .send_proxy_header(&upstream, peer, local)
-        .await
-    {
+    if let Err(e) = ctx.connector.send_proxy_header(upstream, peer, local).await {
         tracing::warn!(relay = %cfg.name, "{} TCP {fd}: sending the PROXY header: {e}", ctx.id);
-        return finish(record, meter, CloseReason::Reset);
+        return Err(CloseReason::Reset);
     }
-    let _ident = crate::connector::ident::register(&upstream, ctx.listen_port);
+    let ident = crate::connector::ident::register(upstream, ctx.listen_port);
     crate::observe::stats::pair_opened();
-    crate::sockopt::set_options(&upstream, cfg);
+    crate::sockopt::set_options(upstream, cfg);
     tracing::debug!(relay = %cfg.name, "{} TCP {fd}: established to {} {addr}", ctx.id, upstream.as_raw_fd());
     let dump = (mode > 0).then(|| {
         let (c, u) = (client.as_raw_fd(), upstream.as_raw_fd());
-        let d = |arrow: String| crate::pump::dump::Dump {
+        let d = |arrow: String| Dump {
             mode,
             id: ctx.id,
             arrow,
         };
         (d(format!("{c}>{u}")), d(format!("{c}<{u}")))
     });
-    let outcome = copy::relay(
-        &client,
-        &upstream,
-        cfg.idle_timeout,
-        force,
-        meter,
-        dump.as_ref(),
-    )
-    .await;
+    Ok(Opened {
+        _ident: ident,
+        dump,
+    })
+}
+
+/// Closes a pumped pair: a failure on one side is passed to the other as
+/// a reset, both sockets close, and the record gets the close reason.
+pub(super) fn close(
+    ctx: &Context,
+    client: TcpStream,
+    upstream: TcpStream,
+    opened: Opened,
+    outcome: Outcome,
+    record: &mut AccessRecord<'_>,
+) {
     if let Some(err) = &outcome.error {
-        tracing::debug!(relay = %cfg.name, "{} TCP {fd}: {err}", ctx.id);
+        tracing::debug!(relay = %ctx.cfg.name, "{} TCP {}: {err}", ctx.id, client.as_raw_fd());
         // Pass the failure on: a reset on one side becomes a reset on the
         // other instead of a clean FIN that would look like a whole reply.
         // A side whose incoming direction already finished has everything
@@ -120,6 +97,7 @@ pub(super) async fn relay_pair(
     }
     drop(client);
     drop(upstream);
+    drop(opened);
     crate::observe::stats::pair_closed();
-    finish(record, meter, outcome.reason);
+    record.reason = outcome.reason;
 }

@@ -7,6 +7,7 @@ mod cli;
 mod dns;
 mod gateway;
 mod helpers;
+mod layers;
 mod pki;
 mod proxy_protocol;
 mod stone_diff;
