@@ -309,6 +309,9 @@ fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, reason: CloseRe
 /// One connection's task: admit it, then let the service serve it. The
 /// permit is the connection's place under the limit. Idle pairs are this
 /// future; keep it flat (see the size test below).
+// Not an `async fn`: that form moves each argument into a second local,
+// which can cost the future their size twice.
+#[allow(clippy::manual_async_fn)]
 fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
