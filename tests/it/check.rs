@@ -4,70 +4,34 @@
 //! that a wildcard certificate cannot cover.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::helpers::{bin, TempDir};
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_until_listening(cmd: &mut Command, port: u16) -> Running {
-    let mut run = Running(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(run.0.try_wait().unwrap().is_none(), "{cmd:?} exited");
-        assert!(
-            Instant::now() < deadline,
-            "{cmd:?} never listened on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    run
-}
+use crate::helpers::{bin, free_port, skip_outside_ci, spawn_until_ready, Ready, Running, TempDir};
 
 /// The store on one port and a relay to it on another; returns the relay port.
 fn store_behind_relay(dir: &Path) -> (Running, Running, u16) {
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
     let store_port = free_port();
-    let store = spawn_until_listening(
+    let store = spawn_until_ready(
         Command::new(bin())
             .args(["store", "--root"])
             .arg(&root)
             .args(["--listen", &format!("127.0.0.1:{store_port}")])
             .args(["--domain", "oss.test", "--bucket", "bkt"])
             .args(["--access-key", "AK", "--secret-key", "SK"]),
-        store_port,
+        &dir.join("store.stderr"),
+        Ready::Connect(store_port),
     );
     let relay_port = free_port();
-    let relay = spawn_until_listening(
+    let relay = spawn_until_ready(
         Command::new(bin()).args([
             "stone",
             &format!("127.0.0.1:{store_port}"),
             &format!("127.0.0.1:{relay_port}"),
         ]),
-        relay_port,
+        &dir.join("relay.stderr"),
+        Ready::Connect(relay_port),
     );
     (store, relay, relay_port)
 }
@@ -170,10 +134,10 @@ fn the_private_path_passes_every_check() {
 #[test]
 fn a_plain_web_server_is_not_oss_like() {
     if Command::new("nginx").arg("-v").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "CI must install nginx");
-        crate::helpers::skipped(format_args!(
-            "a_plain_web_server_is_not_oss_like: nginx not installed"
-        ));
+        skip_outside_ci(
+            "CI must install nginx",
+            format_args!("a_plain_web_server_is_not_oss_like: nginx not installed"),
+        );
         return;
     }
     let dir = TempDir::new("check-nginx");
@@ -186,11 +150,12 @@ fn a_plain_web_server_is_not_oss_like() {
         format!("master_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d};\n proxy_temp_path {d};\n fastcgi_temp_path {d};\n uwsgi_temp_path {d};\n scgi_temp_path {d};\n server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello\\n\"; }} }}\n}}\n"),
     )
     .unwrap();
-    let _nginx = spawn_until_listening(
+    let _nginx = spawn_until_ready(
         Command::new("nginx")
             .args(["-e", &format!("{d}/error.log"), "-g", "daemon off;", "-c"])
             .arg(&conf),
-        port,
+        &dir.0.join("nginx.stderr"),
+        Ready::Connect(port),
     );
     let (code, v) = check(
         &[
@@ -271,7 +236,11 @@ fn https_certificates_are_checked_and_dotted_buckets_explained() {
         format!("[[relay]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{plain}\"\ntls = {{ cert = \"{w}\", key = \"{w}\" }}\n", w = pki.wildcard_certkey.display()),
     )
     .unwrap();
-    let _tls = spawn_until_listening(Command::new(bin()).args(["run", "-c"]).arg(&cfg), port);
+    let _tls = spawn_until_ready(
+        Command::new(bin()).args(["run", "-c"]).arg(&cfg),
+        &dir.0.join("tls.stderr"),
+        Ready::Connect(port),
+    );
     let (code, v) = check(
         &[
             "--endpoint",

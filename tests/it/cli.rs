@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,7 @@ fn bad_config_exits_2_naming_key_and_line() {
 
 /// A relay process whose stderr lines are forwarded to a channel; killed on drop.
 struct Proc {
-    child: Child,
+    run: Running,
     lines: mpsc::Receiver<String>,
     _dir: TempDir,
 }
@@ -102,13 +102,12 @@ impl Proc {
         let dir = TempDir::new(tag);
         let path = dir.0.join("relay.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(bin())
-            .args(["run", "-c"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "-c"])
             .arg(&path)
             .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -119,7 +118,7 @@ impl Proc {
             }
         });
         Proc {
-            child,
+            run: Running::adopt(&cmd, child),
             lines,
             _dir: dir,
         }
@@ -154,30 +153,14 @@ impl Proc {
 
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) on the PID of a child we spawned and still own.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        let rc = unsafe { libc::kill(self.run.child.id() as libc::pid_t, sig) };
         assert_eq!(rc, 0);
     }
 
     fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        match self.run.exit_within(within) {
+            Some(status) => status.code(),
+            None => panic!("relay did not exit within {within:?}"),
         }
     }
 }

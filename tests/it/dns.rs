@@ -5,56 +5,29 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::helpers::{bin, TempDir};
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::helpers::{bin, skip_outside_ci, spawn_on_free_port, Ready, Running, TempDir};
 
 /// Starts `ossrelay run` with a `[dns]` section on a free port; returns
 /// once it answers.
 fn start(dir: &Path, name: &str, body: &str) -> (Running, u16) {
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!("[dns]\nlisten = \"127.0.0.1:{port}\"\n{body}\n"),
-        )
-        .unwrap();
-        let child = Command::new(bin())
-            .args(["run", "-c"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+    let path = dir.join(format!("{name}.toml"));
+    spawn_on_free_port(
+        Ready::Connect,
+        &dir.join(format!("{name}.stderr")),
+        |port| {
+            std::fs::write(
+                &path,
+                format!("[dns]\nlisten = \"127.0.0.1:{port}\"\n{body}\n"),
+            )
             .unwrap();
-        let mut run = Running(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if run.0.try_wait().unwrap().is_some() {
-                break;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (run, port);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("dns responder {name} did not start");
+            let mut cmd = Command::new(bin());
+            cmd.args(["run", "-c"]).arg(&path);
+            cmd
+        },
+    )
 }
 
 /// `dig` output for `args`, against 127.0.0.1:`port`.
@@ -88,11 +61,10 @@ fn answers(out: &str, kind: &str) -> Vec<String> {
 #[test]
 fn dig_sees_private_names_forwarding_refusal_and_truncation() {
     if Command::new("dig").arg("-v").output().is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install dnsutils (dig)"
+        skip_outside_ci(
+            "CI must install dnsutils (dig)",
+            format_args!("dig_sees_private_names_forwarding_refusal_and_truncation: dig not installed (apt-get install dnsutils)"),
         );
-        crate::helpers::skipped(format_args!("dig_sees_private_names_forwarding_refusal_and_truncation: dig not installed (apt-get install dnsutils)"));
         return;
     }
     let dir = TempDir::new("dns");

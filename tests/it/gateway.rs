@@ -4,82 +4,19 @@
 //! forwarded" is checked where it matters.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ossrelay::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
-
-/// Answers each request with `200 ok` (reading Content-Length and chunked
-/// bodies) and keeps every byte it received.
-async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 65536];
-                loop {
-                    // Serve every complete request in the buffer.
-                    while let Some(end) =
-                        buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-                    {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let body = if head.contains("transfer-encoding: chunked") {
-                            match buf[end..].windows(5).position(|w| w == b"0\r\n\r\n") {
-                                Some(p) => p + 5,
-                                None => break,
-                            }
-                        } else {
-                            head.lines()
-                                .find_map(|l| {
-                                    l.strip_prefix("content-length: ")
-                                        .and_then(|v| v.trim().parse().ok())
-                                })
-                                .unwrap_or(0)
-                        };
-                        if buf.len() < end + body {
-                            break;
-                        }
-                        buf.drain(..end + body);
-                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            log.lock().unwrap().extend_from_slice(&tmp[..n]);
-                            buf.extend_from_slice(&tmp[..n]);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
 
 async fn gateway(name: &str, up: SocketAddr, extra: &str) -> Relay {
     let toml = format!(
         "[[relay]]\nname = \"{name}\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:0\"\nroutes = [{{ host = \"*.oss.test\", upstream = \"{up}\" }}, {{ host = \"oss.test\", upstream = \"{up}\" }}]\nbuckets = [\"good\", \"logs-*\"]\n{extra}\n"
     );
-    let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e:?}"));
-    Relay::start(
-        cfg.relays[0].clone(),
-        Arc::new(ossrelay::resolve::SystemResolver::new()),
-    )
-    .await
+    Relay::start(relay_config(&toml), system()).await
 }
 
 /// Sends `data`, half-closes, and returns everything the relay sent back.
@@ -108,7 +45,7 @@ async fn requests(name: &str, n: usize) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_requests_arrive_byte_for_byte_and_denied_ones_never() {
-    let (up, seen) = recording_upstream().await;
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
     let relay = gateway("t-gw-exact", up, "").await;
     // Odd casing, header order, a signature-like header and a chunked body:
     // all must reach the upstream unchanged.
@@ -158,7 +95,7 @@ async fn allowed_requests_arrive_byte_for_byte_and_denied_ones_never() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_style_service_and_unrouted_hosts_are_policed() {
-    let (up, seen) = recording_upstream().await;
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
     let relay = gateway("t-gw-path", up, "").await;
     let ok = exchange(
         relay.addr,
@@ -184,7 +121,7 @@ async fn path_style_service_and_unrouted_hosts_are_policed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_framing_gets_400_and_is_never_forwarded() {
-    let (up, seen) = recording_upstream().await;
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
     let relay = gateway("t-gw-hostile", up, "").await;
     let big = format!(
         "GET / HTTP/1.1\r\nHost: good.oss.test\r\nX-Big: {}\r\n\r\n",
@@ -232,7 +169,7 @@ async fn hostile_framing_gets_400_and_is_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_heads_are_cut_off() {
-    let (up, seen) = recording_upstream().await;
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
     let relay = gateway("t-gw-slow", up, "header_timeout = \"1s\"").await;
     let mut s = TcpStream::connect(relay.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: good.oss.test\r\n")
@@ -254,12 +191,7 @@ async fn sni_gateway(name: &str, up: SocketAddr) -> Relay {
     let toml = format!(
         "[[relay]]\nname = \"{name}\"\nprotocol = \"tls\"\nlisten = \"127.0.0.1:0\"\nroutes = [{{ host = \"*.oss.test\", upstream = \"{up}\" }}]\nbuckets = [\"good\"]\n"
     );
-    let cfg = Config::parse(&toml).unwrap_or_else(|e| panic!("{e:?}"));
-    Relay::start(
-        cfg.relays[0].clone(),
-        Arc::new(ossrelay::resolve::SystemResolver::new()),
-    )
-    .await
+    Relay::start(relay_config(&toml), system()).await
 }
 
 /// A ClientHello for `name`, as one TLS record.
@@ -296,7 +228,7 @@ fn two_records(hello: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_passthrough_routes_split_and_multi_record_hellos_byte_for_byte() {
-    let (up, seen) = recording_upstream().await;
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
     let relay = sni_gateway("t-sni-raw", up).await;
     let hello = client_hello("good.oss.test");
     // Split across two reads.
@@ -318,7 +250,7 @@ async fn sni_passthrough_routes_split_and_multi_record_hellos_byte_for_byte() {
     drop(s);
     // One handshake message over two records.
     let framed = two_records(&client_hello("good.oss.test"));
-    let (up2, seen2) = recording_upstream().await;
+    let (up2, seen2) = recording_upstream(Reply::HttpOk).await;
     let relay2 = sni_gateway("t-sni-raw2", up2).await;
     let mut s = TcpStream::connect(relay2.addr).await.unwrap();
     s.write_all(&framed).await.unwrap();
@@ -353,10 +285,10 @@ async fn openssl_s_client_through_sni_passthrough() {
         .output()
         .is_err()
     {
-        assert!(std::env::var("CI").is_err(), "CI must have openssl");
-        crate::helpers::skipped(format_args!(
-            "openssl_s_client_through_sni_passthrough: openssl not installed"
-        ));
+        skip_outside_ci(
+            "CI must have openssl",
+            format_args!("openssl_s_client_through_sni_passthrough: openssl not installed"),
+        );
         return;
     }
     let dir = TempDir::new("sni-openssl");
@@ -427,15 +359,12 @@ async fn tunnel(proxy: std::net::SocketAddr, target: &str) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_proxy_applies_the_bucket_policy() {
-    let (up, seen) = recording_upstream().await;
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
     let port = up.port();
     let toml = format!(
         "[[relay]]\nname = \"t-proxy-buckets\"\nprotocol = \"proxy\"\nlisten = \"127.0.0.1:0\"\nproxy_allow = [\"*.oss.test {port}\", \"oss.test {port}\"]\nbuckets = [\"good\"]\n"
     );
-    let cfg = Config::parse(&toml)
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .relays
-        .remove(0);
+    let cfg = relay_config(&toml);
     let names = ossrelay::resolve::StaticResolver::new();
     for n in ["good.oss.test", "attacker.oss.test", "oss.test"] {
         names.set(n, vec!["127.0.0.1".parse().unwrap()]);

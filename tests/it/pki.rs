@@ -1,7 +1,7 @@
 //! Certificates made fresh for each test run (rcgen), and blocking TLS
 //! peers built on rustls: an echo server and a one-shot client.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::helpers::read_line;
 
 /// PEM files under one directory.
 pub struct Pki {
@@ -116,18 +118,6 @@ pub fn tls_echo_server(certkey: &Path) -> u16 {
         }
     });
     port
-}
-
-fn read_line(r: &mut impl Read) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut b = [0u8; 1];
-    while !got.ends_with(b"\n") {
-        match r.read(&mut b) {
-            Ok(1) => got.push(b[0]),
-            _ => break,
-        }
-    }
-    got
 }
 
 /// Connects with TLS (trusting `ca`, optionally presenting a client

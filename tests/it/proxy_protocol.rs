@@ -3,53 +3,16 @@
 //! missing headers refused.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use ossrelay::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
 
 fn relay_cfg(name: &str, up: SocketAddr, pp: &str) -> ossrelay::config::RelayConfig {
-    let toml = format!("[[relay]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{up}\"\nproxy_protocol = {{ {pp} }}\n");
-    Config::parse(&toml)
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .relays[0]
-        .clone()
-}
-
-/// Echoes until EOF and records what it received.
-async fn recording_echo() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            let _ = s.shutdown().await;
-                            return;
-                        }
-                        Ok(n) => {
-                            log.lock().unwrap().extend_from_slice(&buf[..n]);
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
+    relay_config(&format!("[[relay]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{up}\"\nproxy_protocol = {{ {pp} }}\n"))
 }
 
 async fn echo_once(addr: SocketAddr, msg: &[u8]) -> (u16, Vec<u8>) {
@@ -62,59 +25,38 @@ async fn echo_once(addr: SocketAddr, msg: &[u8]) -> (u16, Vec<u8>) {
     (port, got)
 }
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_send_proxy_v2_gives_the_real_client() {
     if Command::new("haproxy").arg("-v").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "CI must install haproxy");
-        crate::helpers::skipped(format_args!(
-            "haproxy_send_proxy_v2_gives_the_real_client: haproxy not installed"
-        ));
+        skip_outside_ci(
+            "CI must install haproxy",
+            format_args!("haproxy_send_proxy_v2_gives_the_real_client: haproxy not installed"),
+        );
         return;
     }
-    let (up, _) = recording_echo().await;
+    let up = echo_upstream().await;
     let relay = Relay::start(
         relay_cfg(
             "t-pp-haproxy",
             up,
             "accept = \"v2\", accept_from = [\"127.0.0.1\"]",
         ),
-        Arc::new(ossrelay::resolve::SystemResolver::new()),
+        system(),
     )
     .await;
     let dir = TempDir::new("pp-haproxy");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = dir.0.join("haproxy.cfg");
     std::fs::write(
         &cfg,
         format!("global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nlisten t\n  bind 127.0.0.1:{port}\n  server s1 {} send-proxy-v2\n", relay.addr),
     )
     .unwrap();
-    let _h = Running(
-        Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _h = spawn_until_ready(
+        Command::new("haproxy").args(["-db", "-f"]).arg(&cfg),
+        &dir.0.join("haproxy.stderr"),
+        Ready::Connect(port),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "haproxy did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // The readiness probe above also went through; find our own record.
     let (client_port, got) =
         echo_once(SocketAddr::from(([127, 0, 0, 1], port)), b"via haproxy\n").await;
@@ -141,12 +83,8 @@ async fn haproxy_send_proxy_v2_gives_the_real_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ossrelay_sends_v1_and_refuses_spoofed_or_missing_headers() {
-    let (up, seen) = recording_echo().await;
-    let sender = Relay::start(
-        relay_cfg("t-pp-send", up, "send = \"v1\""),
-        Arc::new(ossrelay::resolve::SystemResolver::new()),
-    )
-    .await;
+    let (up, seen) = recording_upstream(Reply::Echo).await;
+    let sender = Relay::start(relay_cfg("t-pp-send", up, "send = \"v1\""), system()).await;
     let (port, got) = echo_once(sender.addr, b"data").await;
     let header = format!(
         "PROXY TCP4 127.0.0.1 127.0.0.1 {port} {}\r\n",
@@ -164,14 +102,14 @@ async fn ossrelay_sends_v1_and_refuses_spoofed_or_missing_headers() {
     sender.shutdown().await;
 
     // Only 10.0.0.0/8 may send headers; this client is 127.0.0.1.
-    let (up2, seen2) = recording_echo().await;
+    let (up2, seen2) = recording_upstream(Reply::Echo).await;
     let strict = Relay::start(
         relay_cfg(
             "t-pp-spoof",
             up2,
             "accept = \"v1\", accept_from = [\"10.0.0.0/8\"]",
         ),
-        Arc::new(ossrelay::resolve::SystemResolver::new()),
+        system(),
     )
     .await;
     let (_, got) = echo_once(
@@ -188,7 +126,7 @@ async fn ossrelay_sends_v1_and_refuses_spoofed_or_missing_headers() {
             up2,
             "accept = \"v1\", accept_from = [\"127.0.0.1\"]",
         ),
-        Arc::new(ossrelay::resolve::SystemResolver::new()),
+        system(),
     )
     .await;
     let (_, got) = echo_once(listed.addr, b"GET / HTTP/1.1\r\n\r\n").await;

@@ -5,11 +5,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{bin, TempDir};
+use crate::helpers::{
+    bin, free_port, read_line, skip_outside_ci, spawn_on_free_port, NotReady, Ready, Running,
+    TempDir,
+};
 
 /// What the client script does once the relay is up.
 #[derive(Clone, Copy, Debug)]
@@ -372,14 +375,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Splits like a shell for the few quoting forms the table uses.
 fn shell_words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -417,53 +412,12 @@ fn shell_words(s: &str) -> Vec<String> {
     out
 }
 
-/// True when something is bound to `port` (read from /proc, without
-/// connecting, so single-client peers are not disturbed).
-fn bound(port: u16, udp: bool) -> bool {
-    let files: &[&str] = if udp {
-        &["/proc/net/udp", "/proc/net/udp6"]
-    } else {
-        &["/proc/net/tcp", "/proc/net/tcp6"]
-    };
-    let needle = format!(":{port:04X}");
-    files.iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                // local_address ends with the port; state 0A is LISTEN for TCP.
-                cols.get(1).is_some_and(|a| a.ends_with(&needle))
-                    && (udp || cols.get(3) == Some(&"0A"))
-            })
-    })
-}
-
-struct Running {
-    child: Child,
-    stderr_path: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(program: &str, prefix: &[&str], args: &[String], dir: &Path, tag: &str) -> Running {
-    let stderr_path = dir.join(format!("{tag}.stderr"));
-    let child = Command::new(program)
-        .args(prefix)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    Running { child, stderr_path }
+/// `program` (stone, or ossrelay with `prefix` = `stone`) with `args`, run
+/// in `dir`, where relative names from the table land.
+fn stone_command(program: &str, prefix: &[&str], args: &[String], dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(prefix).args(args).current_dir(dir);
+    cmd
 }
 
 fn tcp_echo(addr: SocketAddr, from: Option<Ipv4Addr>, msg: &[u8]) -> String {
@@ -563,14 +517,7 @@ fn health_code(port: u16, cmd: &str) -> String {
     s.set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
     let _ = s.write_all(format!("{cmd}\r\n").as_bytes());
-    let mut got = Vec::new();
-    let mut b = [0u8; 1];
-    while !got.ends_with(b"\n") {
-        match s.read(&mut b) {
-            Ok(1) => got.push(b[0]),
-            _ => break,
-        }
-    }
+    let got = read_line(&mut s);
     if got.len() >= 3 {
         String::from_utf8_lossy(&got[..3]).into_owned()
     } else {
@@ -674,35 +621,25 @@ fn observe_once(
     };
     std::fs::write(dir.join("stone.cfg"), fill(c.cfg)).unwrap();
     let args = shell_words(&fill(c.args));
-    let mut run = spawn(program, prefix, &args, dir, tag);
+    let mut run = Running::spawn(
+        &mut stone_command(program, prefix, &args, dir),
+        &dir.join(format!("{tag}.stderr")),
+    );
     let outcome = match c.probe {
-        Probe::Exit => {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Some(st) = run.child.try_wait().unwrap() {
-                    break format!("exit-{}", if st.success() { "ok" } else { "fail" });
-                }
-                if Instant::now() > deadline {
-                    break "still-running".into();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        Probe::Exit => match run.exit_within(Duration::from_secs(10)) {
+            Some(st) => format!("exit-{}", if st.success() { "ok" } else { "fail" }),
+            None => "still-running".into(),
+        },
         probe => {
             let udp = matches!(probe, Probe::Udp);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let ports_up = |p| bound(p, udp);
-            while !(ports_up(l) && (!c.args.contains("{L2}") || ports_up(l2))) {
-                if let Some(st) = run.child.try_wait().unwrap() {
-                    let err = std::fs::read_to_string(&run.stderr_path).unwrap_or_default();
-                    return (format!("exited early ({st})"), err);
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{tag}: {} never bound {l}",
-                    c.name
-                );
-                std::thread::sleep(Duration::from_millis(20));
+            let mut ready = vec![Ready::Bound { port: l, udp }];
+            if c.args.contains("{L2}") {
+                ready.push(Ready::Bound { port: l2, udp });
+            }
+            match run.wait_ready(&ready) {
+                Ok(()) => {}
+                Err(NotReady::Exited(st)) => return (format!("exited early ({st})"), run.stderr()),
+                Err(NotReady::TimedOut) => panic!("{tag}: {} never bound {l}", c.name),
             }
             let msg = format!("ping {}\n", c.name);
             if matches!(probe, Probe::TcpLate | Probe::LineLate) {
@@ -964,14 +901,7 @@ fn ident(
         format!("{a} , {b}\r\n"),
     ] {
         let _ = q.write_all(query.as_bytes());
-        let mut got = Vec::new();
-        let mut byte = [0u8; 1];
-        while !got.ends_with(b"\n") {
-            match q.read(&mut byte) {
-                Ok(1) => got.push(byte[0]),
-                _ => break,
-            }
-        }
+        let got = read_line(&mut q);
         let text = String::from_utf8_lossy(&got)
             .replace(&format!("{a} , {b}"), "A , B")
             .replace(&l.to_string(), "L");
@@ -1002,14 +932,7 @@ fn line_echo(addr: SocketAddr, msg: &[u8]) -> String {
     };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.write_all(msg);
-    let mut got = Vec::new();
-    let mut b = [0u8; 1];
-    while !got.ends_with(b"\n") {
-        match s.read(&mut b) {
-            Ok(1) => got.push(b[0]),
-            _ => break,
-        }
-    }
+    let got = read_line(&mut s);
     if got == msg {
         "echoed".into()
     } else if got.is_empty() {
@@ -1028,14 +951,7 @@ fn start_echo_servers(dir: &Path) -> Ports {
             std::thread::spawn(move || {
                 let mut s = s;
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut got = Vec::new();
-                let mut b = [0u8; 1];
-                while !got.ends_with(b"\n") {
-                    match s.read(&mut b) {
-                        Ok(1) => got.push(b[0]),
-                        _ => break,
-                    }
-                }
+                let got = read_line(&mut s);
                 let _ = s.write_all(&got);
             });
         }
@@ -1093,11 +1009,10 @@ fn stone_path() -> Option<&'static str> {
 #[test]
 fn stone_command_lines_behave_like_real_stone() {
     let Some(stone) = stone_path() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install Debian's stone for the differential test"
+        skip_outside_ci(
+            "CI must install Debian's stone for the differential test",
+            format_args!("stone_command_lines_behave_like_real_stone: /usr/bin/stone not installed (apt-get install stone)"),
         );
-        crate::helpers::skipped(format_args!("stone_command_lines_behave_like_real_stone: /usr/bin/stone not installed (apt-get install stone)"));
         return;
     };
     let dir = TempDir::new("stone-diff");
@@ -1152,13 +1067,12 @@ fn stone_command_lines_behave_like_real_stone() {
 #[test]
 fn accepted_line_regex_matches_for_every_connection() {
     let Some(stone) = stone_path() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install Debian's stone"
+        skip_outside_ci(
+            "CI must install Debian's stone",
+            format_args!(
+                "accepted_line_regex_matches_for_every_connection: /usr/bin/stone not installed"
+            ),
         );
-        crate::helpers::skipped(format_args!(
-            "accepted_line_regex_matches_for_every_connection: /usr/bin/stone not installed"
-        ));
         return;
     };
     let dir = TempDir::new("stone-regex");
@@ -1180,7 +1094,7 @@ fn accepted_line_regex_matches_for_every_connection() {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let log = std::fs::read_to_string(&run.stderr_path).unwrap();
+            let log = run.stderr();
             let matched: Vec<u16> = log.lines().filter_map(accepted_port).collect();
             if client_ports.iter().all(|p| matched.contains(p)) {
                 break;
@@ -1202,21 +1116,11 @@ fn start_bound(
     dir: &Path,
     args: impl Fn(u16) -> String,
 ) -> (Running, u16) {
-    for _ in 0..5 {
-        let l = free_port();
-        let mut run = spawn(program, prefix, &shell_words(&args(l)), dir, "regex");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !bound(l, false)
-            && Instant::now() < deadline
-            && run.child.try_wait().unwrap().is_none()
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if bound(l, false) {
-            return (run, l);
-        }
-    }
-    panic!("{program} never bound a listen port");
+    spawn_on_free_port(
+        |port| Ready::Bound { port, udp: false },
+        &dir.join("regex.stderr"),
+        |l| stone_command(program, prefix, &shell_words(&args(l)), dir),
+    )
 }
 
 /// Each end of a `/http` pair under one implementation, the other end
@@ -1224,13 +1128,10 @@ fn start_bound(
 #[test]
 fn http_pairs_interoperate_with_real_stone() {
     let Some(stone) = stone_path() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install Debian's stone"
+        skip_outside_ci(
+            "CI must install Debian's stone",
+            format_args!("http_pairs_interoperate_with_real_stone: /usr/bin/stone not installed"),
         );
-        crate::helpers::skipped(format_args!(
-            "http_pairs_interoperate_with_real_stone: /usr/bin/stone not installed"
-        ));
         return;
     };
     let dir = TempDir::new("stone-http-pair");

@@ -17,19 +17,22 @@ use crate::helpers::{bin, TempDir};
 
 const DOMAIN: &str = "oss-ap-northeast-1-internal.aliyuncs.com";
 
-struct Running {
+/// A store served by a task of this test (not a child process, so not a
+/// `helpers::Running`): it binds 127.0.0.1:0 itself, so it is ready as soon
+/// as it exists. Stopped on drop, then its root is removed.
+struct InProcessStore {
     addr: SocketAddr,
     stop: CancellationToken,
     _dir: TempDir,
 }
 
-impl Drop for Running {
+impl Drop for InProcessStore {
     fn drop(&mut self) {
         self.stop.cancel();
     }
 }
 
-async fn start_store(tag: &str, keys: bool) -> Running {
+async fn start_store(tag: &str, keys: bool) -> InProcessStore {
     let dir = TempDir::new(tag);
     ossrelay::store::create_buckets(&dir.0, &["aws-alibaba-oss".to_string()]).unwrap();
     let store = Store::new(&StoreConfig {
@@ -44,7 +47,7 @@ async fn start_store(tag: &str, keys: bool) -> Running {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(store.serve(listener, stop.clone()));
-    Running {
+    InProcessStore {
         addr,
         stop,
         _dir: dir,

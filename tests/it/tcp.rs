@@ -6,23 +6,11 @@ use std::time::{Duration, Instant};
 
 use ossrelay::acl::{Acl, Action, Cidr, Rule};
 use ossrelay::config::{RelayConfig, Upstream};
-use ossrelay::resolve::{Resolve, StaticResolver, SystemResolver};
+use ossrelay::resolve::StaticResolver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::*;
-
-fn upstream(addr: SocketAddr) -> Upstream {
-    Upstream::parse(&addr.to_string()).unwrap()
-}
-
-fn system() -> Arc<dyn Resolve> {
-    Arc::new(SystemResolver::new())
-}
-
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 const BIG: usize = 256 << 20;
 
@@ -261,21 +249,7 @@ async fn upstream_reset_is_passed_to_client_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_refuses_extra_clients_and_recovers() {
-    let server = TcpListener::bind(local()).await.unwrap();
-    let server_addr = server.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = server.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let server_addr = echo_upstream().await;
     let mut cfg = RelayConfig::tcp("t-limit", local(), upstream(server_addr));
     cfg.max_connections = 1;
     let relay = Relay::start(cfg, system()).await;
@@ -439,11 +413,7 @@ async fn proxy_relay_enforces_its_destination_list() {
         "[[relay]]\nname = \"t-proxy\"\nprotocol = \"proxy\"\nlisten = \"127.0.0.1:0\"\nproxy_allow = [\"127.0.0.1 {}\"]\n",
         server_addr.port()
     );
-    let cfg = ossrelay::config::Config::parse(&text)
-        .unwrap()
-        .relays
-        .remove(0);
-    let relay = Relay::start(cfg, system()).await;
+    let relay = Relay::start(relay_config(&text), system()).await;
     // Allowed: the tunnel carries bytes both ways.
     let mut c = TcpStream::connect(relay.addr).await.unwrap();
     c.write_all(
@@ -576,11 +546,7 @@ async fn backup_takes_over_when_the_master_dies_and_groups_rotate() {
     let text = format!(
         "[[relay]]\nname = \"t-backup\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{master_addr}\"\nbackup = \"{backup_addr}\"\nbackup_check_interval = \"1s\"\n"
     );
-    let cfg = ossrelay::config::Config::parse(&text)
-        .unwrap()
-        .relays
-        .remove(0);
-    let relay = Relay::start(cfg, system()).await;
+    let relay = Relay::start(relay_config(&text), system()).await;
     assert_eq!(ask(relay.addr).await, b"M");
     // The master dies: its listener closes, connections are refused.
     master_task.abort();
@@ -608,11 +574,7 @@ async fn backup_takes_over_when_the_master_dies_and_groups_rotate() {
     serve_name(a, b"A");
     serve_name(b, b"B");
     let text = format!("[[relay]]\nname = \"t-group\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{aa}\"\nupstream_group = [\"{aa}\", \"{ba}\"]\n");
-    let cfg = ossrelay::config::Config::parse(&text)
-        .unwrap()
-        .relays
-        .remove(0);
-    let relay = Relay::start(cfg, system()).await;
+    let relay = Relay::start(relay_config(&text), system()).await;
     let mut seen = Vec::new();
     for _ in 0..4 {
         seen.push(ask(relay.addr).await);
@@ -634,11 +596,7 @@ async fn upstream_connections_use_the_configured_source_address() {
         peer.ip()
     });
     let text = format!("[[relay]]\nname = \"t-source\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{server_addr}\"\nsource = \"127.0.0.5\"\n");
-    let cfg = ossrelay::config::Config::parse(&text)
-        .unwrap()
-        .relays
-        .remove(0);
-    let relay = Relay::start(cfg, system()).await;
+    let relay = Relay::start(relay_config(&text), system()).await;
     assert_eq!(ask(relay.addr).await, b"x");
     assert_eq!(
         seen.await.unwrap(),
@@ -663,11 +621,7 @@ async fn proxy_allows_names_and_refuses_cloud_metadata() {
     let text = format!(
         "[[relay]]\nname = \"t-proxy-names\"\nprotocol = \"proxy\"\nlisten = \"127.0.0.1:0\"\nproxy_allow = [\"localhost {port}\", \"10.0.0.0/8 80,443\"]\n"
     );
-    let cfg = ossrelay::config::Config::parse(&text)
-        .unwrap()
-        .relays
-        .remove(0);
-    let relay = Relay::start(cfg, system()).await;
+    let relay = Relay::start(relay_config(&text), system()).await;
     let ask = |req: String| async move {
         let mut c = TcpStream::connect(relay.addr).await.unwrap();
         c.write_all(req.as_bytes()).await.unwrap();

@@ -9,35 +9,12 @@ use ossrelay::config::Config;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
 use crate::pki::Pki;
 
 const SIZE: usize = 8 << 20;
-
-fn relay_config(dir: &std::path::Path, toml: &str) -> ossrelay::config::RelayConfig {
-    match Config::parse_in(toml, dir) {
-        Ok(c) => c.relays[0].clone(),
-        Err(p) => panic!("{toml}\n{p:?}"),
-    }
-}
-
-/// Echoes everything until EOF, then closes its write side.
-async fn plain_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
 
 fn client_config(pki: &Pki, with_cert: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -115,12 +92,12 @@ async fn tls_line(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> &'static 
 async fn terminated_tls_carries_a_stream_intact_and_half_closes() {
     let dir = TempDir::new("tls-term");
     let pki = Pki::new(&dir.0);
-    let up = plain_echo().await;
-    let cfg = relay_config(
+    let up = echo_upstream().await;
+    let cfg = relay_config_in(
         &dir.0,
         &format!("[[relay]]\nname = \"t-tls-term\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{up}\"\ntls = {{ cert = \"certkey.pem\", key = \"certkey.pem\" }}\n"),
     );
-    let relay = Relay::start(cfg, Arc::new(ossrelay::resolve::SystemResolver::new())).await;
+    let relay = Relay::start(cfg, system()).await;
     let (n, same) = tls_round_trip(relay.addr, client_config(&pki, false))
         .await
         .unwrap();
@@ -137,12 +114,12 @@ async fn terminated_tls_carries_a_stream_intact_and_half_closes() {
 async fn client_certificates_are_required_when_a_client_ca_is_set() {
     let dir = TempDir::new("tls-mtls");
     let pki = Pki::new(&dir.0);
-    let up = plain_echo().await;
-    let cfg = relay_config(
+    let up = echo_upstream().await;
+    let cfg = relay_config_in(
         &dir.0,
         &format!("[[relay]]\nname = \"t-tls-mtls\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{up}\"\ntls = {{ cert = \"certkey.pem\", key = \"certkey.pem\", client_ca = \"ca.pem\" }}\n"),
     );
-    let relay = Relay::start(cfg, Arc::new(ossrelay::resolve::SystemResolver::new())).await;
+    let relay = Relay::start(cfg, system()).await;
     let (n, same) = tls_round_trip(relay.addr, client_config(&pki, true))
         .await
         .unwrap();
@@ -183,11 +160,11 @@ async fn upstream_certificates_are_verified_unless_insecure_is_set() {
         ("t-tls-orig-rogue", rogue, "ca = \"ca.pem\"", false),
         ("t-tls-orig-insecure", rogue, "insecure = true", true),
     ] {
-        let cfg = relay_config(
+        let cfg = relay_config_in(
             &dir.0,
             &format!("[[relay]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{port}\"\nupstream_tls = {{ {extra} }}\n"),
         );
-        let relay = Relay::start(cfg, Arc::new(ossrelay::resolve::SystemResolver::new())).await;
+        let relay = Relay::start(cfg, system()).await;
         let mut s = TcpStream::connect(relay.addr).await.unwrap();
         s.write_all(line).await.unwrap();
         let mut got = Vec::new();

@@ -1,11 +1,9 @@
 //! UDP relay behaviour: per-client sessions and large datagrams.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ossrelay::config::{RelayConfig, Upstream};
-use ossrelay::resolve::SystemResolver;
+use ossrelay::config::RelayConfig;
 use sha2_dev::{Digest, Sha256};
 use tokio::net::UdpSocket;
 
@@ -36,12 +34,8 @@ async fn recv(s: &UdpSocket) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_clients_each_get_only_their_replies() {
     let echo = echo_server().await;
-    let cfg = RelayConfig::udp(
-        "u-sessions",
-        "127.0.0.1:0".parse().unwrap(),
-        Upstream::parse(&echo.to_string()).unwrap(),
-    );
-    let relay = Relay::start(cfg, Arc::new(SystemResolver::new())).await;
+    let cfg = RelayConfig::udp("u-sessions", local(), upstream(echo));
+    let relay = Relay::start(cfg, system()).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -76,12 +70,8 @@ async fn interleaved_clients_each_get_only_their_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn largest_datagram_passes_intact() {
     let echo = echo_server().await;
-    let cfg = RelayConfig::udp(
-        "u-big",
-        "127.0.0.1:0".parse().unwrap(),
-        Upstream::parse(&echo.to_string()).unwrap(),
-    );
-    let relay = Relay::start(cfg, Arc::new(SystemResolver::new())).await;
+    let cfg = RelayConfig::udp("u-big", local(), upstream(echo));
+    let relay = Relay::start(cfg, system()).await;
     let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     c.connect(relay.addr).await.unwrap();
     let payload: Vec<u8> = block()[..65_507].to_vec();
@@ -95,14 +85,10 @@ async fn largest_datagram_passes_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_evicts_least_recently_used_and_idle_sessions_end() {
     let echo = echo_server().await;
-    let mut cfg = RelayConfig::udp(
-        "u-lru",
-        "127.0.0.1:0".parse().unwrap(),
-        Upstream::parse(&echo.to_string()).unwrap(),
-    );
+    let mut cfg = RelayConfig::udp("u-lru", local(), upstream(echo));
     cfg.max_sessions = 2;
     cfg.idle_timeout = Duration::from_millis(500);
-    let relay = Relay::start(cfg, Arc::new(SystemResolver::new())).await;
+    let relay = Relay::start(cfg, system()).await;
     let mut cs = Vec::new();
     for i in 0..3u8 {
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
