@@ -60,8 +60,8 @@ enum Command {
         /// Directory to serve; must exist.
         #[arg(long, value_name = "DIR")]
         root: PathBuf,
-        /// Address to listen on.
-        #[arg(long, value_name = "ADDR")]
+        /// Address to listen on (`IP:PORT` or `HOST:PORT`).
+        #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
         listen: std::net::SocketAddr,
         /// Accept virtual-hosted-style requests for <bucket>.<NAME>.
         #[arg(long, value_name = "NAME")]
@@ -205,6 +205,8 @@ enum FormatArg {
     Text,
     /// One JSON object per line.
     Json,
+    /// RFC 3164 datagrams to /dev/log (stone's `-l`).
+    Syslog,
 }
 
 fn main() -> ExitCode {
@@ -482,6 +484,14 @@ fn hosts(
     check_file: Option<PathBuf>,
 ) -> ExitCode {
     use ossrelay::hosts::{check, entries, from_config as derive, Finding};
+    // A name OSS would refuse is refused here too, not quietly changed.
+    if let Some(why) = buckets
+        .iter()
+        .find_map(|b| ossrelay::policy::bucket::name_problem(b))
+    {
+        eprintln!("ossrelay hosts: --bucket {why}");
+        return ExitCode::from(2);
+    }
     let relay = match (&from_config, relay) {
         (Some(path), relay) => {
             let cfg = match Config::load(path) {
@@ -558,6 +568,21 @@ fn hosts(
     }
 }
 
+/// `--listen` for the store: an address, or a host name and port
+/// (`localhost:9000`) resolved once, to its first address.
+fn listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address:port or a resolvable host:port ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 /// Prints a line to stdout; a closed pipe (`| head`) is not an error.
 fn say(line: &str) {
     use std::io::Write;
@@ -594,6 +619,7 @@ fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathB
         config.log.format = match f {
             FormatArg::Text => LogFormat::Text,
             FormatArg::Json => LogFormat::Json,
+            FormatArg::Syslog => LogFormat::Syslog,
         };
     }
     if let Some(f) = file {
@@ -610,11 +636,16 @@ fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathB
     let Some(runtime) = runtime() else {
         return ExitCode::from(1);
     };
+    // The log already goes to stderr unless it goes to a file or syslog;
+    // print the error there once, not twice.
+    let logs_to_stderr = config.log.file.is_none() && config.log.format != LogFormat::Syslog;
     match runtime.block_on(ossrelay::run(config, stop_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("ossrelay: {e}");
+            if !logs_to_stderr {
+                eprintln!("ossrelay: {e}");
+            }
             ExitCode::from(exit_code(&e))
         }
     }

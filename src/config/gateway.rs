@@ -45,6 +45,8 @@ pub struct Target<'a> {
     pub bucket: Option<String>,
     /// The object key (may be empty).
     pub key: String,
+    /// The bucket came from the path's first segment, not from the host.
+    pub path_style: bool,
 }
 
 impl Gateway {
@@ -63,12 +65,14 @@ impl Gateway {
                     upstream: &r.upstream,
                     bucket: Some(bucket.to_string()),
                     key: path.to_string(),
+                    path_style: false,
                 },
                 None => Target {
                     route: Some(i),
                     upstream: &r.upstream,
                     bucket: (!first.is_empty()).then(|| first.to_string()),
                     key: rest.to_string(),
+                    path_style: true,
                 },
             });
         }
@@ -77,6 +81,7 @@ impl Gateway {
             upstream: u,
             bucket: (!first.is_empty()).then(|| first.to_string()),
             key: rest.to_string(),
+            path_style: true,
         })
     }
 

@@ -22,6 +22,7 @@ pub use relay::{
 pub use upstream::Upstream;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -154,28 +155,123 @@ impl Config {
     /// Parses a config whose relative file names (certificates, keys)
     /// are relative to `base`, the directory of the config file.
     pub fn parse_in(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
-        let deserializer = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let line = inner.span().map(|s| line_of(text, s.start));
-            vec![Problem {
-                path: if path == "." {
-                    "(top level)".into()
-                } else {
-                    path
-                },
-                line,
-                message: inner.message().to_string(),
-            }]
-        })?;
-        Validator {
+        // serde stops at the first unknown key or wrong type. To report
+        // every problem in one run, the lines of each one are blanked (so
+        // offsets and line numbers stay) and the text is read again, as
+        // long as what is left is still TOML.
+        let mut scratch = text.to_string();
+        let mut problems = Vec::new();
+        let raw = loop {
+            let deserializer = toml::Deserializer::new(&scratch);
+            match serde_path_to_error::deserialize::<_, RawConfig>(deserializer) {
+                Ok(raw) => break Some(raw),
+                Err(err) => {
+                    let path = err.path().to_string();
+                    let inner = err.into_inner();
+                    let span = inner.span();
+                    problems.push(Problem {
+                        path: if path == "." {
+                            "(top level)".into()
+                        } else {
+                            path
+                        },
+                        line: span.as_ref().map(|s| line_of(text, s.start)),
+                        message: suggest(inner.message()),
+                    });
+                    let Some(span) = span else { break None };
+                    if problems.len() >= 100 || !blank_lines(&mut scratch, span) {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(raw) = raw else {
+            return Err(problems);
+        };
+        let validated = Validator {
             text,
             base,
             problems: Vec::new(),
         }
-        .config(raw)
+        .config(raw);
+        match validated {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                Err(problems)
+            }
+        }
     }
+}
+
+/// Blanks the whole lines that `span` touches, keeping every offset; false
+/// when the rest is no longer TOML (say a value spanning several lines lost
+/// its first one), since reading on would report made-up problems.
+fn blank_lines(text: &mut String, span: std::ops::Range<usize>) -> bool {
+    let bytes = text.as_bytes();
+    let start = bytes[..span.start.min(bytes.len())]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let end = bytes[span.end.min(bytes.len())..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |p| span.end + p);
+    if start >= end {
+        return false;
+    }
+    // Same length, so spans of later problems still point at their text;
+    // spaces are one byte each, so the string stays valid UTF-8 (the range
+    // starts and ends at a newline or an end of the text).
+    let blank = " ".repeat(text[start..end].chars().count());
+    let before = text.len();
+    text.replace_range(start..end, &blank);
+    if text.len() != before {
+        return false;
+    }
+    toml::from_str::<toml::Table>(text).is_ok()
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`, ..." becomes
+/// "unknown field `x`; did you mean `a`?" when one valid key is close.
+fn suggest(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(field, c), *c))
+        .min();
+    match best {
+        Some((d, c)) if d <= 2.max(field.len() / 3) => {
+            format!("unknown field `{field}`; did you mean `{c}`?")
+        }
+        _ => format!(
+            "unknown field `{field}`; valid keys here: {}",
+            candidates.join(", ")
+        ),
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -274,12 +370,14 @@ impl Validator<'_> {
         }
         let dns = raw.dns.as_ref().and_then(|d| self.dns(d));
         let mut relays = Vec::new();
+        let mut raw_index = Vec::new();
         for (i, r) in raw.relay.iter().enumerate() {
             if let Some(relay) = self.relay(i, r) {
                 relays.push(relay);
+                raw_index.push(i);
             }
         }
-        self.cross_checks(&raw.relay, &relays);
+        self.cross_checks(&raw.relay, &raw_index, &relays, dns.as_ref());
         if self.problems.is_empty() {
             Ok(Config {
                 log,
@@ -292,33 +390,83 @@ impl Validator<'_> {
         }
     }
 
-    fn cross_checks(&mut self, raw: &[RawRelay], relays: &[RelayConfig]) {
+    /// Problems between relays: duplicate names, and listeners that cannot
+    /// both bind (the same port and protocol on the same address, or on
+    /// an address and the wildcard that covers it).
+    fn cross_checks(
+        &mut self,
+        raw: &[RawRelay],
+        raw_index: &[usize],
+        relays: &[RelayConfig],
+        dns: Option<&DnsConfig>,
+    ) {
         for (a_idx, a) in relays.iter().enumerate() {
-            for b in &relays[..a_idx] {
-                let i = raw
-                    .iter()
-                    .position(|r| r.name.as_ref().map(|n| n.get_ref()) == Some(&a.name))
-                    .unwrap_or(a_idx);
+            let i = raw_index[a_idx];
+            for (b_idx, b) in relays[..a_idx].iter().enumerate() {
+                let j = raw_index[b_idx];
                 if a.name == b.name {
-                    self.missing(
-                        &format!("relay[{i}].name"),
-                        &format!("duplicate relay name {:?}", a.name),
-                    );
+                    let message = format!("duplicate relay name {:?} (also relay[{j}])", a.name);
+                    match &raw[i].name {
+                        Some(n) => self.problem(&format!("relay[{i}].name"), n, message),
+                        None => self.missing(&format!("relay[{i}].name"), &message),
+                    }
                 }
-                if a.listen == b.listen && a.protocol() == b.protocol() {
-                    self.missing(
-                        &format!("relay[{a_idx}].listen"),
-                        &format!(
+                if a.protocol() == b.protocol()
+                    && listeners_overlap(a.listen, a.v6only, b.listen, b.v6only)
+                {
+                    let message = if a.listen == b.listen {
+                        format!(
                             "{} {} is already used by relay {:?}",
                             a.protocol(),
                             a.listen,
                             b.name
-                        ),
+                        )
+                    } else {
+                        format!(
+                            "{} {} overlaps {} of relay {:?}: both cannot bind",
+                            a.protocol(),
+                            a.listen,
+                            b.listen,
+                            b.name
+                        )
+                    };
+                    match &raw[i].listen {
+                        Some(l) => self.problem(&format!("relay[{i}].listen"), l, message),
+                        None => self.missing(&format!("relay[{i}].listen"), &message),
+                    }
+                }
+            }
+            // The DNS responder binds its port for UDP and TCP.
+            if let Some(d) = dns {
+                if listeners_overlap(a.listen, a.v6only, d.listen, false) {
+                    let message = format!(
+                        "{} {} overlaps the [dns] listen address {}",
+                        a.protocol(),
+                        a.listen,
+                        d.listen
                     );
+                    match &raw[i].listen {
+                        Some(l) => self.problem(&format!("relay[{i}].listen"), l, message),
+                        None => self.missing(&format!("relay[{i}].listen"), &message),
+                    }
                 }
             }
         }
     }
+}
+
+/// Whether two sockets of one protocol cannot both bind: the same port,
+/// and the same address or a wildcard that covers the other (`0.0.0.0`
+/// covers every IPv4 address; `[::]` also covers IPv4 unless it is
+/// IPv6-only). Port 0 picks a free port and never conflicts.
+fn listeners_overlap(a: SocketAddr, a_v6only: bool, b: SocketAddr, b_v6only: bool) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let covers = |w: SocketAddr, w_v6only: bool, other: SocketAddr| {
+        w.ip().is_unspecified() && (w.is_ipv4() == other.is_ipv4() || (w.is_ipv6() && !w_v6only))
+    };
+    a.ip() == b.ip() || covers(a, a_v6only, b) || covers(b, b_v6only, a)
 }
 
 #[cfg(test)]
@@ -438,6 +586,63 @@ mod tests {
             problems[0].to_string().contains("already used"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn every_type_error_and_unknown_key_is_reported_in_one_run() {
+        let text = "[[relay]]\nlisten = \"0.0.0.0:80\"\nupstrem = \"a:1\"\nidle_timeout = 5\nnodelay = \"yes\"\n[log]\nlevle = \"info\"\n";
+        let p = Config::parse(text).unwrap_err();
+        let shown: Vec<String> = p.iter().map(ToString::to_string).collect();
+        let has = |line: usize, needle: &str| {
+            p.iter()
+                .any(|x| x.line == Some(line) && x.message.contains(needle))
+        };
+        assert!(has(3, "did you mean `upstream`?"), "{shown:#?}");
+        assert!(has(4, "invalid type"), "{shown:#?}");
+        assert!(has(5, "invalid type"), "{shown:#?}");
+        assert!(has(7, "did you mean `level`?"), "{shown:#?}");
+        // With the typo set aside, validation still runs on the rest.
+        assert!(
+            p.iter().any(|x| x.path == "relay[0].upstream"),
+            "{shown:#?}"
+        );
+        let far =
+            Config::parse("[[relay]]\nlisten = \"0.0.0.0:80\"\nupstream = \"a:1\"\nzzzzzzzz = 1\n")
+                .unwrap_err();
+        assert!(far[0].message.contains("valid keys here:"), "{far:?}");
+    }
+
+    #[test]
+    fn ports_out_of_range_are_called_that() {
+        let p = Config::parse("[[relay]]\nlisten = \"0.0.0.0:70000\"\nupstream = \"a:80000\"\n")
+            .unwrap_err();
+        assert!(p[0].message.contains("port 70000 is out of range"), "{p:?}");
+        assert!(p[1].message.contains("port 80000 is out of range"), "{p:?}");
+    }
+
+    #[test]
+    fn overlapping_listeners_are_reported_with_their_line() {
+        let two = |a: &str, b: &str| {
+            format!("[[relay]]\nlisten = \"{a}\"\nupstream = \"a:1\"\n[[relay]]\nlisten = \"{b}\"\nupstream = \"b:1\"\n")
+        };
+        let p = Config::parse(&two("127.0.0.1:18100", "0.0.0.0:18100")).unwrap_err();
+        assert_eq!(
+            (p[0].path.as_str(), p[0].line),
+            ("relay[1].listen", Some(5))
+        );
+        assert!(p[0].message.contains("overlaps 127.0.0.1:18100"), "{p:?}");
+        assert!(Config::parse(&two("0.0.0.0:18100", "[::]:18100")).is_err());
+        assert!(Config::parse(&two("[::1]:18100", "[::]:18100")).is_err());
+        assert!(Config::parse(&two("127.0.0.1:18100", "127.0.0.2:18100")).is_ok());
+        assert!(Config::parse(&two("0.0.0.0:18100", "0.0.0.0:18101")).is_ok());
+        assert!(Config::parse(&two("127.0.0.1:0", "0.0.0.0:0")).is_ok());
+        let v6only = "[[relay]]\nlisten = \"0.0.0.0:18100\"\nupstream = \"a:1\"\n[[relay]]\nlisten = \"[::]:18100\"\nv6only = true\nupstream = \"b:1\"\n";
+        assert!(Config::parse(v6only).is_ok());
+        let udp_and_tcp = "[[relay]]\nlisten = \"0.0.0.0:53\"\nupstream = \"a:1\"\n[[relay]]\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\nupstream = \"b:1\"\n";
+        assert!(Config::parse(udp_and_tcp).is_ok());
+        let names = "[[relay]]\nname = \"x\"\nlisten = \"127.0.0.1:1\"\nupstream = \"a:1\"\n[[relay]]\nname = \"x\"\nlisten = \"127.0.0.1:2\"\nupstream = \"b:1\"\n";
+        let p = Config::parse(names).unwrap_err();
+        assert_eq!((p[0].path.as_str(), p[0].line), ("relay[1].name", Some(6)));
     }
 
     #[test]

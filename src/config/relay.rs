@@ -141,6 +141,22 @@ pub enum Service {
     Identd,
 }
 
+impl Service {
+    /// The mode's name, as `protocol` says it in the config and in access
+    /// records.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Service::Tcp(_) => "tcp",
+            Service::Udp(_) => "udp",
+            Service::Http(_) => "http",
+            Service::Sni(_) => "tls",
+            Service::Proxy(_) => "proxy",
+            Service::Health(_) => "health",
+            Service::Identd => "identd",
+        }
+    }
+}
+
 /// Where a TCP relay sends its connections, and what it rewrites.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
@@ -267,6 +283,21 @@ impl RelayConfig {
     }
 }
 
+/// Why a `listen` value is not an address:port, in the user's terms.
+fn listen_problem(text: &str) -> String {
+    let port = text.trim().rsplit_once(':').map(|(_, p)| p);
+    match port {
+        Some(p)
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u16>().is_err() =>
+        {
+            format!("{text:?}: port {p} is out of range (0-65535)")
+        }
+        _ => format!("{text:?} is not an address:port (use \"0.0.0.0:80\" or \"[::]:80\")"),
+    }
+}
+
 impl Validator<'_> {
     pub(super) fn relay(&mut self, i: usize, r: &RawRelay) -> Option<RelayConfig> {
         let key = |field: &str| format!("relay[{i}].{field}");
@@ -295,14 +326,7 @@ impl Validator<'_> {
             Some(l) => match l.get_ref().trim().parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    self.problem(
-                        &key("listen"),
-                        l,
-                        format!(
-                            "{:?} is not an address:port (use \"0.0.0.0:80\" or \"[::]:80\")",
-                            l.get_ref()
-                        ),
-                    );
+                    self.problem(&key("listen"), l, listen_problem(l.get_ref()));
                     None
                 }
             },

@@ -41,11 +41,14 @@ impl Upstream {
         if host.parse::<IpAddr>().is_err() && !valid_hostname(host) {
             return Err(format!("{text:?}: {host:?} is not a valid host name"));
         }
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{text:?}: port must be 1..=65535"))?;
+        let port: u16 =
+            port.parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| match port.parse::<u64>() {
+                    Ok(n) if n > 65_535 => format!("{text:?}: port {n} is out of range (1-65535)"),
+                    _ => format!("{text:?}: port must be 1..=65535"),
+                })?;
         Ok(Upstream {
             host: host.to_string(),
             port,

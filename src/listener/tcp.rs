@@ -294,6 +294,7 @@ fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, reason: CloseRe
     AccessRecord {
         relay: &shared.ctx.cfg.name,
         protocol: Protocol::Tcp,
+        service: shared.ctx.cfg.service.label(),
         listener_id: shared.ctx.id,
         conn_id: stream.as_raw_fd(),
         client: peer,

@@ -65,8 +65,11 @@ impl fmt::Display for CloseReason {
 pub struct AccessRecord<'a> {
     /// Relay name from the config.
     pub relay: &'a str,
-    /// tcp or udp.
+    /// tcp or udp: the transport, in stone's close line.
     pub protocol: Protocol,
+    /// The relay's mode (`tcp`, `udp`, `http`, `tls`, `proxy`, ...): the
+    /// record's `protocol` field.
+    pub service: &'static str,
     /// stone's relay number: the listening socket's descriptor.
     pub listener_id: i32,
     /// stone's connection number: the accepted socket's descriptor (TCP), 0 for UDP.
@@ -100,7 +103,7 @@ impl AccessRecord<'_> {
             target: "ossrelay::access",
             event = "access",
             relay = self.relay,
-            protocol = %self.protocol,
+            protocol = self.service,
             client = %self.client,
             upstream = %upstream,
             bytes_from_client = self.bytes_from_client,

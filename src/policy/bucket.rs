@@ -58,3 +58,41 @@ impl BucketPolicy {
         }
     }
 }
+
+/// Why `name` is not a valid OSS bucket name, if it is not: 3 to 63
+/// characters, lower-case letters, digits and hyphens, starting and ending
+/// with a letter or digit.
+pub fn name_problem(name: &str) -> Option<String> {
+    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let bytes = name.as_bytes();
+    if !(3..=63).contains(&bytes.len()) {
+        return Some(format!(
+            "{name:?} is not a bucket name: it must be 3 to 63 characters long"
+        ));
+    }
+    if !bytes.iter().all(|&b| ok_char(b)) {
+        return Some(format!(
+            "{name:?} is not a bucket name: only lower-case letters, digits and '-' are allowed"
+        ));
+    }
+    if !edge(bytes.first()) || !edge(bytes.last()) {
+        return Some(format!(
+            "{name:?} is not a bucket name: it must start and end with a letter or digit"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_problem;
+
+    #[test]
+    fn bucket_names_follow_oss_rules() {
+        assert_eq!(name_problem("aws-alibaba-oss"), None);
+        assert!(name_problem("Bad_Bucket").unwrap().contains("lower-case"));
+        assert!(name_problem("ab").unwrap().contains("3 to 63"));
+        assert!(name_problem("-abc").unwrap().contains("start and end"));
+    }
+}

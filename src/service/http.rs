@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::config::{Gateway, RelayConfig, Target};
+use crate::observe::access::CloseReason;
 use crate::pump::copy::Meter;
 use crate::pump::stream::{halves, Halvable, Reader, Writer};
 use crate::tls::HandshakeError;
@@ -72,6 +73,8 @@ struct Session<'a> {
     /// Bytes read from the client and not yet forwarded.
     buf: Vec<u8>,
     up: Option<Upstream>,
+    /// Cancelled when the relay starts draining.
+    drain: CancellationToken,
 }
 
 /// A request that passed the policy, and where it goes.
@@ -81,7 +84,10 @@ struct Allowed<'a> {
 }
 
 /// Serves one client connection until it closes, a request is refused, or
-/// `force` is cancelled. Each request goes through the same steps: read
+/// `force` is cancelled. Returns the upstream last used and why the
+/// connection ended, for its record. While the relay drains, an idle
+/// connection closes at once and a request in flight finishes with
+/// `Connection: close`. Each request goes through the same steps: read
 /// its head, decide, reach the upstream, exchange, record.
 pub(super) async fn serve(
     ctx: &Context,
@@ -90,7 +96,7 @@ pub(super) async fn serve(
     peer: SocketAddr,
     force: &CancellationToken,
     meter: &Meter,
-) {
+) -> (Option<SocketAddr>, CloseReason) {
     let cfg = &ctx.cfg;
     let fd = client.as_raw_fd();
     let local = client.local_addr().ok();
@@ -98,7 +104,10 @@ pub(super) async fn serve(
         None => Halvable::Tcp(client),
         Some(tls) => match tls.accept_within(client, gw.head_timeout).await {
             Ok(s) => Halvable::Other(Box::new(s)),
-            Err(e) => return super::log_client_handshake(cfg, ctx.id, fd, peer, e),
+            Err(e) => {
+                super::log_client_handshake(cfg, ctx.id, fd, peer, e);
+                return (None, CloseReason::TlsFailed);
+            }
         },
     };
     let (cr, cw) = halves(client);
@@ -113,12 +122,17 @@ pub(super) async fn serve(
         cw,
         buf: Vec::new(),
         up: None,
+        drain: ctx.drain.child_token(),
     };
     let mut served = 0u64;
+    let mut last = None;
     // One waiter on the stop token for the whole connection: a fresh one
     // per request would take the token's lock twice per request.
     let cancelled = force.cancelled();
     tokio::pin!(cancelled);
+    let draining = s.drain.clone().cancelled_owned();
+    tokio::pin!(draining);
+    let mut drained = false;
     loop {
         let wait = if served == 0 {
             gw.head_timeout
@@ -127,17 +141,32 @@ pub(super) async fn serve(
         };
         let got = tokio::select! {
             r = s.read_head(wait) => r,
-            _ = &mut cancelled => return,
+            _ = &mut cancelled => return (last, CloseReason::Shutdown),
+            _ = &mut draining, if !drained => {
+                drained = true;
+                if s.buf.is_empty() {
+                    // Idle between requests: nothing is lost by closing
+                    // now, and the drain need not wait for it.
+                    let _ = s.cw.shutdown().await;
+                    return (last, CloseReason::Shutdown);
+                }
+                // A request is arriving: let it finish; its response
+                // closes the connection.
+                s.read_head(wait).await
+            }
         };
-        let Some(end) = got else { return };
+        let Some(end) = got else {
+            return (last, s.ended());
+        };
         let started = Instant::now();
         served += 1;
         let Some(allowed) = s.decide(end, started).await else {
-            return;
+            return (last, s.ended());
         };
         if !s.reach(&allowed, started).await {
-            return;
+            return (last, s.ended());
         }
+        last = s.up.as_ref().map(|u| u.addr);
         // Per request: bytes forwarded each way (head included).
         let (sent_up, sent_down) = (AtomicU64::new(0), AtomicU64::new(0));
         let result = tokio::select! {
@@ -149,12 +178,21 @@ pub(super) async fn serve(
             sent_down.load(Ordering::Relaxed),
         );
         if !s.conclude(&allowed, result, sent, started).await {
-            return;
+            return (last, s.ended());
         }
     }
 }
 
 impl<'a> Session<'a> {
+    /// Why the connection ended when the loop stops on its own.
+    fn ended(&self) -> CloseReason {
+        if self.drain.is_cancelled() {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::Eof
+        }
+    }
+
     /// Step 1: reads a request head into `buf`. `None` ends the connection
     /// (closed, or refused as malformed).
     async fn read_head(&mut self, wait: Duration) -> Option<usize> {
@@ -170,14 +208,15 @@ impl<'a> Session<'a> {
             HeadRead::Head(n) => Some(n),
             HeadRead::Closed => None,
             HeadRead::Refuse(status, why) => {
-                self.reply_error(status, "InvalidRequest", why, None, "-")
+                let sent = self
+                    .reply_error(status, "InvalidRequest", why, None, "-")
                     .await;
                 let outcome = Outcome {
                     status,
                     decision: "bad-request",
                     reason: why.into(),
                 };
-                self.record(UNNAMED, outcome, Instant::now(), (0, 0));
+                self.record(UNNAMED, outcome, Instant::now(), (0, sent), None);
                 None
             }
         }
@@ -192,7 +231,8 @@ impl<'a> Session<'a> {
         let req = match head::parse_request(&self.buf[..end]) {
             Ok(r) => r,
             Err(why) => {
-                self.reply_error(400, "InvalidRequest", why, None, "-")
+                let sent = self
+                    .reply_error(400, "InvalidRequest", why, None, "-")
                     .await;
                 tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: bad request from {peer}: {why}");
                 let outcome = Outcome {
@@ -200,14 +240,15 @@ impl<'a> Session<'a> {
                     decision: "bad-request",
                     reason: why.into(),
                 };
-                self.record(UNNAMED, outcome, started, (0, 0));
+                self.record(UNNAMED, outcome, started, (0, sent), None);
                 return None;
             }
         };
         let gw = self.gw;
         let Some(target) = gw.target(&req.host, &req.path) else {
             let why = format!("no route for host {:?}", req.host);
-            self.reply_error(421, "MisdirectedRequest", &why, None, &req.host)
+            let sent = self
+                .reply_error(421, "MisdirectedRequest", &why, None, &req.host)
                 .await;
             let named = Named {
                 host: Some(&req.host),
@@ -215,17 +256,34 @@ impl<'a> Session<'a> {
                 method: &req.method,
                 key: &req.path,
             };
-            self.record(named, denied(421, why), started, (0, 0));
+            self.record(named, denied(421, why), started, (0, sent), None);
             return None;
         };
+        if target.path_style && head::has_dot_segment(&req.path) {
+            // The upstream might resolve the segment and serve another
+            // bucket than the one checked below.
+            let why = "a path-style request path may not have '.' or '..' segments";
+            let sent = self
+                .reply_error(400, "InvalidRequest", why, None, &req.host)
+                .await;
+            tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: bad request from {peer}: {} {}{}: {why}", req.method, req.host, req.path);
+            let outcome = Outcome {
+                status: 400,
+                decision: "bad-request",
+                reason: why.into(),
+            };
+            self.record(named(&req, &target), outcome, started, (0, sent), None);
+            return None;
+        }
         if let Err(why) = gw.check(target.bucket.as_deref()) {
             let message = format!("{why} (ossrelay bucket policy)");
             let bucket = target.bucket.as_deref();
-            self.reply_error(403, "AccessDenied", &message, bucket, &req.host)
+            let sent = self
+                .reply_error(403, "AccessDenied", &message, bucket, &req.host)
                 .await;
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: denied {} {}{} from {peer}: {why}", req.method, req.host, req.path);
             let named = named(&req, &target);
-            self.record(named, denied(403, why), started, (0, 0));
+            self.record(named, denied(403, why), started, (0, sent), None);
             return None;
         }
         Some(Allowed { req, target })
@@ -253,14 +311,15 @@ impl<'a> Session<'a> {
                 tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: connect to {} failed: {why}", a.target.upstream);
                 let bucket = a.target.bucket.as_deref();
                 let message = "the upstream cannot be reached";
-                self.reply_error(502, "BadGateway", message, bucket, &a.req.host)
+                let sent = self
+                    .reply_error(502, "BadGateway", message, bucket, &a.req.host)
                     .await;
                 let outcome = Outcome {
                     status: 502,
                     decision: "allowed",
                     reason: why,
                 };
-                self.record(named(&a.req, &a.target), outcome, started, (0, 0));
+                self.record(named(&a.req, &a.target), outcome, started, (0, sent), None);
                 false
             }
         }
@@ -299,6 +358,7 @@ impl<'a> Session<'a> {
             idle,
             sent_down,
             meter,
+            Some(&self.drain),
         );
         let ((), (status, close)) = tokio::try_join!(body, resp)?;
         Ok((status, close))
@@ -315,6 +375,7 @@ impl<'a> Session<'a> {
     ) -> bool {
         self.meter.to_client.fetch_add(to, Ordering::Relaxed);
         let named = named(&a.req, &a.target);
+        let upstream = self.up.as_ref().map(|u| u.addr);
         match result {
             Ok((status, close)) => {
                 let outcome = Outcome {
@@ -322,7 +383,7 @@ impl<'a> Session<'a> {
                     decision: "allowed",
                     reason: String::new(),
                 };
-                self.record(named, outcome, started, (from, to));
+                self.record(named, outcome, started, (from, to), upstream);
                 if close || a.req.close {
                     let _ = self.cw.shutdown().await;
                     return false;
@@ -337,6 +398,7 @@ impl<'a> Session<'a> {
                 };
                 // Only a client that has seen nothing of the response can
                 // still be told why.
+                let mut to = to;
                 if to == 0 && status != 0 {
                     let code = if status == 400 {
                         "InvalidRequest"
@@ -344,7 +406,10 @@ impl<'a> Session<'a> {
                         "BadGateway"
                     };
                     let reply = error_response(status, code, &why, named.bucket, &a.req.host);
-                    let _ = self.cw.write_all(&reply).await;
+                    if self.cw.write_all(&reply).await.is_ok() {
+                        to = reply.len() as u64;
+                        self.meter.to_client.fetch_add(to, Ordering::Relaxed);
+                    }
                 }
                 let _ = self.cw.shutdown().await;
                 let ctx = self.ctx;
@@ -355,13 +420,14 @@ impl<'a> Session<'a> {
                     decision: "allowed",
                     reason: why,
                 };
-                self.record(named, outcome, started, (from, to));
+                self.record(named, outcome, started, (from, to), upstream);
                 false
             }
         }
     }
 
-    /// Answers with an OSS-style error and closes the client's side.
+    /// Answers with an OSS-style error and closes the client's side;
+    /// returns the bytes written (counted on the meter too).
     async fn reply_error(
         &mut self,
         status: u16,
@@ -369,14 +435,26 @@ impl<'a> Session<'a> {
         message: &str,
         bucket: Option<&str>,
         host: &str,
-    ) {
+    ) -> u64 {
         let reply = error_response(status, code, message, bucket, host);
-        let _ = self.cw.write_all(&reply).await;
+        let sent = match self.cw.write_all(&reply).await {
+            Ok(()) => reply.len() as u64,
+            Err(_) => 0,
+        };
         let _ = self.cw.shutdown().await;
+        self.meter.to_client.fetch_add(sent, Ordering::Relaxed);
+        sent
     }
 
-    fn record(&self, named: Named<'_>, o: Outcome, started: Instant, sent: (u64, u64)) {
-        record(&self.ctx.cfg, self.peer, named, o, started, sent);
+    fn record(
+        &self,
+        named: Named<'_>,
+        o: Outcome,
+        started: Instant,
+        sent: (u64, u64),
+        upstream: Option<SocketAddr>,
+    ) {
+        record(&self.ctx.cfg, self.peer, named, o, started, sent, upstream);
     }
 }
 
@@ -443,6 +521,7 @@ pub async fn exchange_once(
         idle,
         &down,
         meter,
+        None,
     );
     let result = tokio::try_join!(body, resp);
     meter
@@ -458,6 +537,8 @@ pub async fn exchange_once(
 
 struct Upstream {
     route: Option<usize>,
+    /// The address reached, for the records.
+    addr: SocketAddr,
     r: Reader,
     w: Writer,
     buf: Vec<u8>,
@@ -492,6 +573,7 @@ async fn connect(
     let (r, w) = halves(io);
     Ok(Upstream {
         route: None,
+        addr,
         r,
         w,
         buf: Vec::new(),
@@ -633,6 +715,7 @@ async fn relay_response<R, W>(
     idle: Duration,
     written: &AtomicU64,
     meter: &Meter,
+    drain: Option<&CancellationToken>,
 ) -> Result<(u16, bool), Stop>
 where
     R: AsyncRead + Unpin,
@@ -663,8 +746,18 @@ where
             w.flush().await.map_err(|e| Stop::Io(e.to_string()))?;
             continue;
         }
+        let mut end = end;
+        let mut close = resp.close;
+        if !close && drain.is_some_and(CancellationToken::is_cancelled) {
+            // Draining: this is the connection's last response; say so,
+            // so the client does not send another request into a close.
+            const CLOSE: &[u8] = b"Connection: close\r\n";
+            buf.splice(end - 2..end - 2, CLOSE.iter().copied());
+            end += CLOSE.len();
+            close = true;
+        }
         forward_body(r, buf, end, w, resp.framing, idle, None, written, meter).await?;
-        return Ok((resp.status, resp.close));
+        return Ok((resp.status, close));
     }
 }
 
@@ -676,8 +769,10 @@ fn record(
     o: Outcome,
     started: Instant,
     (from, to): (u64, u64),
+    upstream: Option<SocketAddr>,
 ) {
     let (host, bucket, method, key) = (n.host, n.bucket, n.method, n.key);
+    let upstream = upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
     tracing::info!(
         target: "ossrelay::access",
         event = "request",
@@ -687,6 +782,7 @@ fn record(
         bucket = bucket.unwrap_or("-"),
         method,
         key,
+        upstream = %upstream,
         status = o.status,
         bytes_from_client = from,
         bytes_to_client = to,

@@ -45,6 +45,9 @@ pub struct Context {
     pub listen_port: u16,
     /// How the relay reaches its upstreams.
     pub connector: Arc<Connector>,
+    /// Cancelled when the relay stops accepting and drains: services that
+    /// keep idle connections (the http gateway) close them then.
+    pub drain: CancellationToken,
 }
 
 impl Context {
@@ -67,12 +70,19 @@ impl Context {
             cfg,
             id,
             listen_port,
+            drain: CancellationToken::new(),
         }
     }
 
     /// Starts the relay's background work (the backup's health check),
-    /// which runs until `stop`.
+    /// which runs until `stop`, and ties draining to `stop`.
     pub fn start(&self, stop: CancellationToken) {
+        let drain = self.drain.clone();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            stopped.cancelled().await;
+            drain.cancel();
+        });
         if let Service::Tcp(Forward {
             backup: Some(b), ..
         }) = &self.cfg.service
@@ -108,6 +118,7 @@ pub async fn serve(ctx: &Context, conn: Conn, force: &CancellationToken) {
     let mut record = AccessRecord {
         relay: &cfg.name,
         protocol: Protocol::Tcp,
+        service: cfg.service.label(),
         listener_id: ctx.id,
         conn_id: client.as_raw_fd(),
         client: peer,
@@ -171,10 +182,13 @@ pub async fn serve(ctx: &Context, conn: Conn, force: &CancellationToken) {
         }
         Service::Identd => Box::pin(identd::serve(client, peer.ip())).await,
         Service::Http(gw) => {
-            Box::pin(http::serve(ctx, gw, client, peer, force, &meter)).await;
+            let (upstream, reason) =
+                Box::pin(http::serve(ctx, gw, client, peer, force, &meter)).await;
+            record.upstream = upstream;
+            return finish(record, &meter, reason);
         }
         Service::Sni(gw) => {
-            Box::pin(sni::serve(ctx, gw, client, peer, force, &meter)).await;
+            record.upstream = Box::pin(sni::serve(ctx, gw, client, peer, force, &meter)).await;
         }
         Service::Udp(_) => {
             // The listener binds UDP relays to the udp service; a TCP

@@ -356,6 +356,17 @@ async fn connect(
                     .map(str::to_string)
             })
             .flatten();
+        if path
+            .as_deref()
+            .is_some_and(crate::wire::http_head::has_dot_segment)
+        {
+            // A path-style bucket could change under an upstream that
+            // resolves the segment.
+            let why = "a request path may not have '.' or '..' segments under a bucket policy";
+            tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {why}", ctx.id);
+            refuse(client, 400, why).await;
+            return Err(CloseReason::BadRequest);
+        }
         let bucket = policy.bucket_of(&target.host, path.as_deref());
         if let Err(why) = bp.check(bucket.as_deref()) {
             tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy denied {}:{}: {why}", ctx.id, target.host, target.port);
@@ -422,7 +433,10 @@ async fn connect(
         let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
         if let Err(why) = bp.check(bucket.as_deref()) {
             tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", ctx.id, target.host);
-            sni::alert(client, sni::ACCESS_DENIED).await;
+            let sent = sni::alert(client, sni::ACCESS_DENIED).await;
+            meter
+                .to_client
+                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
             return Err(CloseReason::RefusedDestination);
         }
         meter

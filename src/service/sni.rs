@@ -25,14 +25,18 @@ pub(crate) const ACCESS_DENIED: u8 = 49;
 const UNRECOGNIZED_NAME: u8 = 112;
 const DECODE_ERROR: u8 = 50;
 
-/// Sends a fatal TLS alert and closes the write side.
-pub(crate) async fn alert(client: &mut TcpStream, description: u8) {
+/// Sends a fatal TLS alert and closes the write side; returns the bytes
+/// written.
+pub(crate) async fn alert(client: &mut TcpStream, description: u8) -> u64 {
     // A fatal alert in a TLS 1.2-versioned record, which every client
     // parses before the handshake has picked a version.
-    let _ = client
-        .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description])
-        .await;
+    let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description];
+    let sent = client
+        .write_all(&record)
+        .await
+        .map_or(0, |_| record.len() as u64);
     let _ = client.shutdown().await;
+    sent
 }
 
 /// What the ClientHello said, or why it could not be read.
@@ -70,7 +74,8 @@ pub(crate) async fn read_hello(
     }
 }
 
-/// Serves one passthrough connection.
+/// Serves one passthrough connection; returns the upstream address it
+/// reached, for the connection's record.
 pub(super) async fn serve(
     ctx: &Context,
     gw: &Gateway,
@@ -78,19 +83,20 @@ pub(super) async fn serve(
     peer: SocketAddr,
     force: &CancellationToken,
     meter: &Meter,
-) {
+) -> Option<SocketAddr> {
     let (cfg, id) = (&*ctx.cfg, ctx.id);
     let fd = client.as_raw_fd();
     let started = Instant::now();
     let mut seen = Vec::new();
     let name = match read_hello(&mut client, &mut seen, gw.head_timeout).await {
         Hello::Name(n) => n,
-        Hello::Closed => return,
+        Hello::Closed => return None,
         Hello::Bad(why) => {
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer}: {why}");
-            alert(&mut client, DECODE_ERROR).await;
+            let sent = alert(&mut client, DECODE_ERROR).await;
+            meter.to_client.fetch_add(sent, Ordering::Relaxed);
             record(cfg, peer, None, None, "bad-request", &why, started, meter);
-            return;
+            return None;
         }
     };
     meter
@@ -105,7 +111,8 @@ pub(super) async fn serve(
                 None => "no server name (SNI) and no default_route".into(),
             };
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer}: {why}");
-            alert(&mut client, UNRECOGNIZED_NAME).await;
+            let sent = alert(&mut client, UNRECOGNIZED_NAME).await;
+            meter.to_client.fetch_add(sent, Ordering::Relaxed);
             record(
                 cfg,
                 peer,
@@ -116,7 +123,7 @@ pub(super) async fn serve(
                 started,
                 meter,
             );
-            return;
+            return None;
         }
     };
     // Passthrough sees no path: a bucket comes only from a virtual-hosted
@@ -124,7 +131,8 @@ pub(super) async fn serve(
     let bucket = target.bucket;
     if let Err(why) = gw.check(bucket.as_deref()) {
         tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer} {host}: {why}");
-        alert(&mut client, ACCESS_DENIED).await;
+        let sent = alert(&mut client, ACCESS_DENIED).await;
+        meter.to_client.fetch_add(sent, Ordering::Relaxed);
         record(
             cfg,
             peer,
@@ -135,7 +143,7 @@ pub(super) async fn serve(
             started,
             meter,
         );
-        return;
+        return None;
     }
     let (mut upstream, addr) = match ctx.connector.connect_one(target.upstream).await {
         Ok(pair) => pair,
@@ -151,7 +159,7 @@ pub(super) async fn serve(
                 started,
                 meter,
             );
-            return;
+            return None;
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -162,24 +170,26 @@ pub(super) async fn serve(
         .await
         .is_err()
     {
-        return;
+        return Some(addr);
     }
     if upstream.write_all(&seen).await.is_err() {
-        return;
+        return Some(addr);
     }
     tracing::debug!(relay = %cfg.name, "{id} TCP {fd}: {host} -> {addr}");
     let outcome = copy::relay(&client, &upstream, cfg.idle_timeout, force, meter, None).await;
     let why = outcome.error.map(|e| e.to_string()).unwrap_or_default();
-    record(
+    record_to(
         cfg,
         peer,
         name.as_deref(),
         bucket.as_deref(),
+        Some(addr),
         "allowed",
         &why,
         started,
         meter,
     );
+    Some(addr)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -193,6 +203,25 @@ fn record(
     started: Instant,
     meter: &Meter,
 ) {
+    record_to(
+        cfg, peer, name, bucket, None, decision, reason, started, meter,
+    )
+}
+
+/// A connection's record, with the upstream it reached.
+#[allow(clippy::too_many_arguments)]
+fn record_to(
+    cfg: &RelayConfig,
+    peer: SocketAddr,
+    name: Option<&str>,
+    bucket: Option<&str>,
+    upstream: Option<SocketAddr>,
+    decision: &str,
+    reason: &str,
+    started: Instant,
+    meter: &Meter,
+) {
+    let upstream = upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
     tracing::info!(
         target: "ossrelay::access",
         event = "tls",
@@ -200,6 +229,7 @@ fn record(
         client = %peer,
         host = name.unwrap_or("-"),
         bucket = bucket.unwrap_or("-"),
+        upstream = %upstream,
         bytes_from_client = meter.from_client.load(Ordering::Relaxed),
         bytes_to_client = meter.to_client.load(Ordering::Relaxed),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -540,7 +540,11 @@ fn read_config(path: &str, pre: Option<&(String, Vec<String>)>) -> Result<String
                 .arg(path)
                 .output()
                 .map_err(|e| format!("-P {command}: {e}"))?;
-            if !out.status.success() {
+            // stone reads whatever the preprocessor wrote and ignores its
+            // exit status: cpp fails on a `# comment` line (not a
+            // directive) yet still writes the rest of the file. Only a
+            // failure that wrote nothing is an error.
+            if !out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace) {
                 let err = String::from_utf8_lossy(&out.stderr);
                 return Err(format!(
                     "-C {path}: preprocessor {command} failed ({}): {}",

@@ -99,6 +99,9 @@ fn port_number(text: &str, udp: bool, what: &str) -> Result<u16, String> {
     if let Ok(n) = text.parse::<u16>() {
         return Ok(n);
     }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what}: port {text} is out of range (0-65535)"));
+    }
     services::lookup(text, if udp { "udp" } else { "tcp" }).ok_or_else(|| {
         format!("{what}: unknown port {text:?} (not a number or a service in /etc/services)")
     })
@@ -350,6 +353,17 @@ mod tests {
             .unwrap_err()
             .contains("unknown port extension"));
         assert!(parse_target("h").is_err());
+    }
+
+    #[test]
+    fn ports_out_of_range_are_called_that() {
+        let e = parse_target("h:70000").unwrap_err();
+        assert!(e.contains("port 70000 is out of range"), "{e}");
+        let e = parse_listen("70000").unwrap_err();
+        assert!(e.contains("port 70000 is out of range"), "{e}");
+        assert!(parse_target("h:nosuchservice")
+            .unwrap_err()
+            .contains("unknown port"));
     }
 
     #[test]

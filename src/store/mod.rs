@@ -200,7 +200,28 @@ impl Store {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("-")
             .to_string();
-        let mut resp = match self.service.call(req.map(s3s::Body::from)).await {
+        // Keys stay inside their bucket: a dot-segment in the path or in a
+        // copy source would be resolved by the filesystem under s3s-fs, so
+        // it is refused, never resolved.
+        let copy_source = ["x-amz-copy-source", "x-oss-copy-source"]
+            .iter()
+            .filter_map(|h| req.headers().get(*h))
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| crate::wire::http_head::has_dot_segment(&format!("/{v}")));
+        let refused = if crate::wire::http_head::has_dot_segment(uri.path()) {
+            Some("the path has a '.' or '..' segment; ossrelay store refuses such keys rather than resolve them")
+        } else if copy_source {
+            Some("the copy source has a '.' or '..' segment; ossrelay store refuses such keys rather than resolve them")
+        } else {
+            None
+        };
+        let call = async {
+            match refused {
+                Some(why) => Ok(error_reply(400, "InvalidArgument", why, &id)),
+                None => self.service.call(req.map(s3s::Body::from)).await,
+            }
+        };
+        let mut resp = match call.await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("store: {method} {uri}: internal error {e:?}");
@@ -230,6 +251,20 @@ impl Store {
         );
         resp
     }
+}
+
+/// An OSS-style error response from the store itself.
+fn error_reply(status: u16, code: &str, message: &str, id: &str) -> s3s::HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\n  <Code>{code}</Code>\n  <Message>{message}</Message>\n  <RequestId>{id}</RequestId>\n</Error>\n"
+    );
+    let mut r = hyper::Response::new(s3s::Body::from(body));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    r
 }
 
 /// Binds `listen`; errors name the address.

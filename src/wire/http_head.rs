@@ -48,6 +48,42 @@ pub struct Response {
     pub close: bool,
 }
 
+/// Whether a request target's path has a `.` or `..` segment, raw or
+/// percent-encoded (`%2e`, and `%2f` or `\\` as separators). Object keys are
+/// literal, but a server that normalises paths would resolve such a
+/// segment, and a path-style request would then name another bucket than
+/// the one its first segment shows (and the policy checked).
+pub fn has_dot_segment(target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or("");
+    if !path.contains('.') && !path.contains('%') {
+        // The common case costs one scan and no allocation.
+        return false;
+    }
+    let decoded = percent_decode(path.as_bytes());
+    decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .any(|segment| segment == b"." || segment == b"..")
+}
+
+/// `%XX` escapes decoded; anything malformed is kept as it is.
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            if let (Some(hi), Some(lo)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Offset just past `\r\n\r\n`, if the head is complete. Only the first
 /// `MAX_HEAD` bytes are searched: a longer head is never complete.
 pub fn head_end(buf: &[u8]) -> Option<usize> {
@@ -376,6 +412,33 @@ impl Chunked {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dot_segments_are_found_raw_and_encoded() {
+        use super::has_dot_segment as dots;
+        for bad in [
+            "/aws-alibaba-oss/../attacker/x.txt",
+            "/aws-alibaba-oss/%2e%2e/attacker/planted.txt",
+            "/b/%2E./x",
+            "/b/..%2fattacker/x",
+            "/b/..%5Cattacker",
+            "/b/./k",
+            "/..",
+            "/b/k/..?acl",
+        ] {
+            assert!(dots(bad), "{bad}");
+        }
+        for good in [
+            "/b/a..b",
+            "/b/...",
+            "/b/k?x=/../",
+            "/",
+            "/b/%2e%2e.txt",
+            "/b/.hidden",
+        ] {
+            assert!(!dots(good), "{good}");
+        }
+    }
+
     use super::*;
 
     fn req(s: &str) -> Result<Request, &'static str> {

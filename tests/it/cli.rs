@@ -179,6 +179,14 @@ fn address_in_use_exits_1_naming_the_address() {
         "{line}"
     );
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    // Once: the log goes to stderr, so no second copy of the message.
+    let mut again = Vec::new();
+    while let Ok(l) = p.lines.recv_timeout(Duration::from_secs(5)) {
+        if l.contains("cannot listen") {
+            again.push(l);
+        }
+    }
+    assert!(again.is_empty(), "the error was printed twice: {again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,4 +335,122 @@ fn hosts_prints_the_blogs_lines_and_checks_a_file() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--relay"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_closes_idle_gateway_connections_and_finishes_requests_in_flight() {
+    use tokio::io::AsyncReadExt;
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
+    let mut p = Proc::start(
+        "drain-gw",
+        &format!("[server]\ndrain_timeout = \"120s\"\n[[relay]]\nname = \"drain-gw\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:0\"\ndefault_route = \"{up}\"\n"),
+    );
+    let addr = p.listen_addr();
+    // A kept-alive connection, idle after one request.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /b/k HTTP/1.1\r\nHost: oss.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".len()];
+    idle.read_exact(&mut first).await.unwrap();
+    // A request whose body is still arriving when the drain starts.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"PUT /b/up HTTP/1.1\r\nHost: oss.test\r\nContent-Length: 4\r\n\r\nab")
+        .await
+        .unwrap();
+    for _ in 0..1000 {
+        if seen.lock().unwrap().ends_with(b"\r\n\r\nab") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        seen.lock().unwrap().ends_with(b"\r\n\r\nab"),
+        "the PUT is in flight"
+    );
+    p.signal(libc::SIGINT);
+    // The idle connection is closed at once, not after the 120 s deadline.
+    let idle_close = p.wait_line("close tx:");
+    assert!(idle_close.contains("reason=shutdown"), "{idle_close}");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(20), idle.read_to_end(&mut rest))
+        .await
+        .expect("idle keep-alive connection closed by the drain")
+        .unwrap();
+    assert_eq!(n, 0, "{rest:?}");
+    // The request in flight completes, told that the connection closes.
+    busy.write_all(b"cd").await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), busy.read_to_end(&mut resp))
+        .await
+        .expect("the in-flight request finished")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert!(resp.contains("Connection: close\r\n"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\nok"), "{resp}");
+    let busy_close = p.wait_line("close tx:");
+    assert!(busy_close.contains("reason=shutdown"), "{busy_close}");
+    assert_eq!(p.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+#[test]
+fn the_cli_takes_what_the_config_takes_and_refuses_bad_bucket_names() {
+    // `--log-format syslog`, as `[log] format = "syslog"`.
+    let dir = TempDir::new("cli-syslog");
+    let cfg = dir.0.join("relay.toml");
+    std::fs::write(
+        &cfg,
+        "[[relay]]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--log-format", "syslog", "--check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bucket name OSS would refuse is refused, not lower-cased.
+    let out = Command::new(bin())
+        .args([
+            "hosts",
+            "--relay",
+            "172.31.10.171",
+            "--endpoint",
+            "oss.example",
+            "--bucket",
+            "Bad_Bucket",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"Bad_Bucket\" is not a bucket name"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing printed for a refused name");
+}
+
+#[cfg(feature = "store")]
+#[test]
+fn the_store_listens_on_a_host_name() {
+    // The name is resolved; the store then fails on the missing root, not
+    // on the address.
+    let out = Command::new(bin())
+        .args([
+            "store",
+            "--root",
+            "/nonexistent/oss-root",
+            "--listen",
+            "localhost:0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("--listen"), "{err}");
+    assert!(err.contains("/nonexistent/oss-root"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
 }

@@ -433,3 +433,64 @@ async fn forward_proxy_applies_the_bucket_policy() {
     assert!(!seen.contains("attacker"), "{seen}");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_style_dot_segments_are_refused_and_never_forwarded() {
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
+    let relay = gateway("t-gw-dots", up, "").await;
+    for path in [
+        "/good/../attacker/x.txt",
+        "/good/%2e%2e/attacker/planted.txt",
+        "/good/..%2Fattacker/x.txt",
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: oss.test\r\n\r\n");
+        let reply = exchange(relay.addr, req.as_bytes()).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{path}: {reply}"
+        );
+        assert!(reply.contains("<Code>InvalidRequest</Code>"), "{reply}");
+    }
+    // A dot-segment inside a virtual-hosted key cannot change the bucket.
+    let ok = exchange(
+        relay.addr,
+        b"GET /a/../b HTTP/1.1\r\nHost: good.oss.test\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        b"GET /a/../b HTTP/1.1\r\nHost: good.oss.test\r\n\r\n".as_slice(),
+        "only the virtual-hosted request reached the upstream"
+    );
+    let rec = requests("t-gw-dots", 4).await;
+    assert_eq!(rec[0]["status"], 400);
+    assert_eq!(rec[0]["decision"], "bad-request");
+    assert_eq!(rec[3]["decision"], "allowed");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_name_the_mode_the_upstream_and_the_bytes_sent() {
+    let (up, _seen) = recording_upstream(Reply::HttpOk).await;
+    let relay = gateway("t-gw-records", up, "").await;
+    let allowed = exchange(
+        relay.addr,
+        b"GET /k HTTP/1.1\r\nHost: good.oss.test\r\n\r\nGET /k HTTP/1.1\r\nHost: attacker.oss.test\r\n\r\n",
+    )
+    .await;
+    let denied_len = allowed.len() - "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".len();
+    let rec = requests("t-gw-records", 2).await;
+    assert_eq!(rec[0]["upstream"], up.to_string());
+    assert_eq!(rec[1]["decision"], "denied");
+    assert_eq!(rec[1]["upstream"], "-");
+    assert_eq!(
+        rec[1]["bytes_to_client"], denied_len as u64,
+        "the 403 was sent"
+    );
+    let conn = wait_access("t-gw-records", 1).await;
+    assert_eq!(conn[0]["protocol"], "http");
+    assert_eq!(conn[0]["upstream"], up.to_string());
+    assert_eq!(conn[0]["bytes_to_client"], allowed.len() as u64);
+    relay.shutdown().await;
+}

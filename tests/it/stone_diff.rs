@@ -187,6 +187,16 @@ fn cases() -> Vec<Case> {
             expect: Expect::Same,
         },
         Case {
+            // cpp exits 1 on a `#` comment line (not a directive) but still
+            // writes the rest; stone reads that output and ignores the
+            // status.
+            name: "-C file with # comments, through cpp",
+            args: "-C {CFG}",
+            cfg: "# the relay to OSS\n127.0.0.1:{UP} {L}\n# end\n",
+            probe: Tcp,
+            expect: Expect::Same,
+        },
+        Case {
             name: "-N -C file",
             args: "-N -P '' -C {CFG}",
             cfg: "127.0.0.1:{UP} {L}\n",

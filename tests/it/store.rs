@@ -187,6 +187,72 @@ async fn path_style_and_anonymous_access_without_keys() {
     assert!(resp.to_ascii_lowercase().contains("x-oss-request-id:"));
 }
 
+/// One raw request with `Connection: close`; the whole response.
+async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+    let mut resp = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut resp)).await;
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_never_leave_their_bucket() {
+    let s = start_store("store-dots", false).await;
+    let root = s._dir.0.clone();
+    std::fs::create_dir_all(root.join("attacker")).unwrap();
+    std::fs::write(root.join("attacker/x.txt"), b"secret of another bucket").unwrap();
+    let host = format!("Host: {DOMAIN}\r\nConnection: close");
+    let got = raw(
+        s.addr,
+        &format!("GET /aws-alibaba-oss/../attacker/x.txt HTTP/1.1\r\n{host}\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(!got.contains("secret of another bucket"), "{got}");
+    let put = raw(
+        s.addr,
+        &format!("PUT /aws-alibaba-oss/%2e%2e/attacker/planted.txt HTTP/1.1\r\n{host}\r\nContent-Length: 5\r\n\r\n"),
+        b"owned",
+    )
+    .await;
+    assert!(put.starts_with("HTTP/1.1 400"), "{put}");
+    assert!(put.contains("<Code>InvalidArgument</Code>"), "{put}");
+    let vhost = raw(
+        s.addr,
+        &format!("GET /../attacker/x.txt HTTP/1.1\r\nHost: aws-alibaba-oss.{DOMAIN}\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert!(vhost.starts_with("HTTP/1.1 400"), "{vhost}");
+    let copy = raw(
+        s.addr,
+        &format!("PUT /aws-alibaba-oss/copied.txt HTTP/1.1\r\n{host}\r\nx-amz-copy-source: aws-alibaba-oss/../attacker/x.txt\r\nContent-Length: 0\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert!(copy.starts_with("HTTP/1.1 400"), "{copy}");
+    assert!(
+        !root.join("attacker/planted.txt").exists(),
+        "a key escaped its bucket"
+    );
+    assert!(!root.join("aws-alibaba-oss/copied.txt").exists());
+    // Dots inside a name are an ordinary key.
+    let ok = raw(
+        s.addr,
+        &format!("PUT /aws-alibaba-oss/a..b.txt HTTP/1.1\r\n{host}\r\nContent-Length: 2\r\n\r\n"),
+        b"ok",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(
+        std::fs::read(root.join("aws-alibaba-oss/a..b.txt")).unwrap(),
+        b"ok"
+    );
+}
+
 #[test]
 fn store_cli_errors_name_the_path_and_address() {
     let out = Command::new(bin())

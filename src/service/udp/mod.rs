@@ -312,6 +312,7 @@ impl UdpRelay {
         AccessRecord {
             relay: &self.cfg.name,
             protocol: Protocol::Udp,
+            service: "udp",
             listener_id: self.id,
             conn_id: 0,
             client: peer,
@@ -399,6 +400,7 @@ impl SessionTask {
         AccessRecord {
             relay: &self.cfg.name,
             protocol: Protocol::Udp,
+            service: "udp",
             listener_id: self.id,
             conn_id,
             client: self.peer,
