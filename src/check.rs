@@ -292,15 +292,13 @@ pub async fn run(opts: &Options) -> Vec<Item> {
                 Err(ClientError::Status {
                     status,
                     code,
+                    message,
                     request_id,
-                    ..
                 }) => {
-                    let mut i = Item::new(
-                        "signed",
-                        &host,
-                        false,
-                        format!("ListObjects failed: {status} {code} (request id {request_id})"),
-                    );
+                    let why = relay_policy_refusal(status, &message).unwrap_or_else(|| {
+                        format!("ListObjects failed: {status} {code} (request id {request_id})")
+                    });
+                    let mut i = Item::new("signed", &host, false, why);
                     i.request_id = Some(request_id);
                     i
                 }
@@ -328,6 +326,13 @@ fn request_id(r: &Response) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A 403 that ossrelay's own bucket policy gave (its message says so), in
+/// words: the relay refused the bucket, OSS never saw the request.
+fn relay_policy_refusal(status: u16, message: &str) -> Option<String> {
+    (status == 403 && message.contains("(ossrelay bucket policy)"))
+        .then(|| format!("refused by the relay's bucket policy, not by OSS: {message}"))
+}
+
 /// Classifies an anonymous answer: OSS (and our stand-in) answers with a
 /// request id and an S3-style XML error; a plain web server does not.
 fn anonymous(host: &str, r: &Response) -> Item {
@@ -337,7 +342,10 @@ fn anonymous(host: &str, r: &Response) -> Item {
     let rid = request_id(r);
     let oss_like = r.header("x-oss-request-id").is_some() || server.contains("AliyunOSS");
     let s3_xml = code.is_some() && text.contains("<Error>");
-    let mut item = if oss_like && (s3_xml || r.status < 300) {
+    let message = crate::s3client::xml::first(&text, "Message").unwrap_or_default();
+    let mut item = if let Some(why) = relay_policy_refusal(r.status, &message) {
+        Item::new("anonymous", host, false, why)
+    } else if oss_like && (s3_xml || r.status < 300) {
         Item::new(
             "anonymous",
             host,

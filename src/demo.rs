@@ -188,6 +188,8 @@ async fn run_inner(opts: &DemoOptions, relay_log: &LogBuffer) -> Result<(), Stri
     say!("  client (EC2) : hosts file");
     say!("                 {} {ENDPOINT}", relay_addr.ip());
     say!("                 {} {BUCKET}.{ENDPOINT}", relay_addr.ip());
+    say!("  client tool  : ossutil is not run; a built-in S3 client makes the same requests,");
+    say!("                 and each step's output is modelled on ossutil's");
 
     let total = 6;
     let result = steps(&client, total).await;
@@ -466,6 +468,7 @@ fn print_keep_instructions(store: SocketAddr, relay: SocketAddr) {
         relay.port()
     );
     say!("  rclone:");
-    say!("    rclone lsf :s3,provider=Other,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint=http://{ENDPOINT}:{},force_path_style=false:{BUCKET}", relay.port());
+    // rclone splits a connection string at ':' unless the value is quoted.
+    say!("    rclone lsf \":s3,provider=Other,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint='http://{ENDPOINT}:{}',force_path_style=false:{BUCKET}\"", relay.port());
     say!("Without hosts entries, path style works too: --endpoint-url http://{relay} (store direct: http://{store}).");
 }

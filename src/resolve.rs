@@ -91,7 +91,16 @@ impl Resolve for SystemResolver {
             match &self.inner {
                 Some(resolver) => {
                     let answer = resolver.lookup_ip(host).await.map_err(|e| {
-                        io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}"))
+                        // The resolver's own text names its internal query
+                        // structs; say what it means.
+                        let why = if e.is_nx_domain() {
+                            format!("{host}: no such name (NXDOMAIN)")
+                        } else if e.is_no_records_found() {
+                            format!("no A or AAAA record for {host}")
+                        } else {
+                            format!("{host}: {e}")
+                        };
+                        io::Error::new(io::ErrorKind::NotFound, why)
                     })?;
                     Ok(answer.iter().collect())
                 }

@@ -182,6 +182,54 @@ fn a_plain_web_server_is_not_oss_like() {
 }
 
 #[test]
+fn a_refusal_by_the_relays_own_policy_fails_and_says_so() {
+    let dir = TempDir::new("check-policy");
+    let (_s, _r, store_side) = store_behind_relay(&dir.0);
+    // An http gateway in front that allows another bucket only.
+    let port = free_port();
+    let cfg = dir.0.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[relay]]\nprotocol = \"http\"\nlisten = \"127.0.0.1:{port}\"\nroutes = [{{ host = \"*.oss.test\", upstream = \"127.0.0.1:{store_side}\" }}, {{ host = \"oss.test\", upstream = \"127.0.0.1:{store_side}\" }}]\nbuckets = [\"another\"]\n"),
+    )
+    .unwrap();
+    let _gw = spawn_until_ready(
+        Command::new(bin()).args(["run", "-c"]).arg(&cfg),
+        &dir.0.join("gw.stderr"),
+        Ready::Connect(port),
+    );
+    let p = port.to_string();
+    let (code, v) = check(
+        &[
+            "--endpoint",
+            "oss.test",
+            "--bucket",
+            "bkt",
+            "--port",
+            &p,
+            "--resolve",
+            "oss.test=127.0.0.1",
+            "--resolve",
+            "bkt.oss.test=127.0.0.1",
+            "--access-key",
+            "AK",
+            "--secret-key",
+            "SK",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{v}");
+    for check in ["anonymous", "signed"] {
+        let i = item(&v, check, "bkt.oss.test");
+        let detail = i["detail"].as_str().unwrap();
+        assert!(
+            i["ok"] == false && detail.contains("refused by the relay's bucket policy"),
+            "{i}"
+        );
+    }
+}
+
+#[test]
 fn wrong_resolution_missing_names_and_a_dead_relay_fail_with_reasons() {
     let dead = free_port().to_string();
     let (code, v) = check(
@@ -215,6 +263,11 @@ fn wrong_resolution_missing_names_and_a_dead_relay_fail_with_reasons() {
                 .as_str()
                 .unwrap()
                 .contains("does not resolve"),
+        "{gone}"
+    );
+    // In words, not the resolver's internals.
+    assert!(
+        !gone["detail"].as_str().unwrap().contains("Query {"),
         "{gone}"
     );
     let conn = item(&v, "connect", "oss.test");

@@ -294,6 +294,9 @@ fn demo_passes_every_step() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("demo: every step passed"), "{stdout}");
+    // The steps are named after ossutil's commands, and the demo says
+    // plainly that ossutil itself is not run.
+    assert!(stdout.contains("ossutil is not run"), "{stdout}");
     assert!(
         stdout.contains("oss://aws-alibaba-oss/test2.txt"),
         "{stdout}"
