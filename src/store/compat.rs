@@ -2,7 +2,11 @@
 //!
 //! An empty `delimiter=` (rclone sends one on every listing) means "no
 //! delimiter" on OSS and S3; s3s-fs splits keys on the empty string
-//! instead and lists nothing. Everything else is passed straight through.
+//! instead and lists nothing. With `encoding-type=url`, S3 and OSS
+//! percent-encode every key, prefix, delimiter and marker in a listing
+//! (clients then decode them, `+` included); s3s-fs says `url` but leaves
+//! them raw, so `a+b.txt` came back as `a b.txt`. Everything else is passed
+//! straight through.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, S3};
@@ -25,15 +29,68 @@ macro_rules! oss_fs_impl {
 
             async fn list_objects(&self, mut req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
                 no_empty(&mut req.input.delimiter);
-                self.0.list_objects(req).await
+                let url = wants_url(&req.input.encoding_type);
+                let mut resp = self.0.list_objects(req).await?;
+                if url {
+                    let o = &mut resp.output;
+                    encode_listing(&mut o.contents, &mut o.common_prefixes);
+                    for field in [&mut o.prefix, &mut o.delimiter, &mut o.marker, &mut o.next_marker] {
+                        encode_opt(field);
+                    }
+                    o.encoding_type = Some(EncodingType::from_static(EncodingType::URL));
+                }
+                Ok(resp)
             }
 
             async fn list_objects_v2(&self, mut req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
                 no_empty(&mut req.input.delimiter);
-                self.0.list_objects_v2(req).await
+                let url = wants_url(&req.input.encoding_type);
+                let mut resp = self.0.list_objects_v2(req).await?;
+                if url {
+                    let o = &mut resp.output;
+                    encode_listing(&mut o.contents, &mut o.common_prefixes);
+                    for field in [&mut o.prefix, &mut o.delimiter, &mut o.start_after] {
+                        encode_opt(field);
+                    }
+                    o.encoding_type = Some(EncodingType::from_static(EncodingType::URL));
+                }
+                Ok(resp)
             }
         }
     };
+}
+
+fn wants_url(e: &Option<EncodingType>) -> bool {
+    e.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL)
+}
+
+/// S3's `encoding-type=url`: every byte but the unreserved ones and `/` as
+/// `%XX` (a space too, so decoders that read `+` as a space agree).
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn encode_opt(field: &mut Option<String>) {
+    if let Some(v) = field.as_mut() {
+        *v = url_encode(v);
+    }
+}
+
+fn encode_listing(contents: &mut Option<Vec<Object>>, prefixes: &mut Option<Vec<CommonPrefix>>) {
+    for o in contents.iter_mut().flatten() {
+        encode_opt(&mut o.key);
+    }
+    for p in prefixes.iter_mut().flatten() {
+        encode_opt(&mut p.prefix);
+    }
 }
 
 fn no_empty(d: &mut Option<Delimiter>) {
@@ -60,4 +117,20 @@ oss_fs_impl! {
     list_parts: ListPartsInput => ListPartsOutput;
     complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
     abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_encode;
+
+    #[test]
+    fn keys_are_encoded_as_s3_does() {
+        assert_eq!(url_encode("a+b.txt"), "a%2Bb.txt");
+        assert_eq!(url_encode("x%41.txt"), "x%2541.txt");
+        assert_eq!(
+            url_encode("dir/with space/é.txt"),
+            "dir/with%20space/%C3%A9.txt"
+        );
+        assert_eq!(url_encode("plain-_.~"), "plain-_.~");
+    }
 }

@@ -253,6 +253,74 @@ async fn keys_never_leave_their_bucket() {
     );
 }
 
+/// Runs `aws` against `endpoint` with the store's test keys and no user
+/// config; its exit code and everything it printed.
+fn aws(endpoint: &str, args: &[String]) -> (Option<i32>, String) {
+    let out = Command::new("aws")
+        .args(["--endpoint-url", endpoint, "--region", "oss-ap-northeast-1"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "SKTEST")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_s3_sync_gets_every_key_back_with_url_encoded_listings() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        crate::helpers::skip_outside_ci(
+            "CI must have awscli",
+            format_args!("SKIPPED url-encoded listings: aws (awscli) not installed"),
+        );
+        return;
+    }
+    let s = start_store("store-sync", true).await;
+    let work = TempDir::new("store-sync-local");
+    let keys = [
+        "a+b.txt",
+        "x%41.txt",
+        "with space.txt",
+        "dir/é-ü.txt",
+        "dir/plus+and%25 both.txt",
+    ];
+    let endpoint = format!("http://127.0.0.1:{}", s.addr.port());
+    let (src, dst) = (work.0.join("src"), work.0.join("dst"));
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    for k in keys {
+        std::fs::write(src.join(k), format!("body of {k}")).unwrap();
+    }
+    let sync = |from: &std::path::Path, to: &std::path::Path, up: bool| {
+        let (from, to) = (from.display().to_string(), to.display().to_string());
+        let bucket = "s3://aws-alibaba-oss".to_string();
+        let args = if up {
+            vec!["s3".into(), "sync".into(), from, bucket]
+        } else {
+            vec!["s3".into(), "sync".into(), bucket, to]
+        };
+        let endpoint = endpoint.clone();
+        tokio::task::spawn_blocking(move || aws(&endpoint, &args))
+    };
+    let (code, out) = sync(&src, &dst, true).await.unwrap();
+    assert_eq!(code, Some(0), "upload: {out}");
+    let (code, out) = sync(&src, &dst, false).await.unwrap();
+    assert_eq!(code, Some(0), "download: {out}");
+    for k in keys {
+        assert_eq!(
+            std::fs::read_to_string(dst.join(k)).unwrap_or_default(),
+            format!("body of {k}"),
+            "{k} came back under its own name: {out}"
+        );
+    }
+}
+
 #[test]
 fn store_cli_errors_name_the_path_and_address() {
     let out = Command::new(bin())
