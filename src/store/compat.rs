@@ -30,7 +30,9 @@ macro_rules! oss_fs_impl {
             async fn list_objects(&self, mut req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
                 no_empty(&mut req.input.delimiter);
                 let url = wants_url(&req.input.encoding_type);
+                let meta = req.clone();
                 let mut resp = self.0.list_objects(req).await?;
+                self.fill_e_tags(&meta, &mut resp.output.contents).await;
                 if url {
                     let o = &mut resp.output;
                     encode_listing(&mut o.contents, &mut o.common_prefixes);
@@ -45,7 +47,9 @@ macro_rules! oss_fs_impl {
             async fn list_objects_v2(&self, mut req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
                 no_empty(&mut req.input.delimiter);
                 let url = wants_url(&req.input.encoding_type);
+                let meta = req.clone();
                 let mut resp = self.0.list_objects_v2(req).await?;
+                self.fill_e_tags(&meta, &mut resp.output.contents).await;
                 if url {
                     let o = &mut resp.output;
                     encode_listing(&mut o.contents, &mut o.common_prefixes);
@@ -58,6 +62,60 @@ macro_rules! oss_fs_impl {
             }
         }
     };
+}
+
+/// The bucket a listing request names.
+trait Listing {
+    fn bucket(&self) -> &str;
+}
+
+impl Listing for ListObjectsInput {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+impl Listing for ListObjectsV2Input {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+impl OssFs {
+    /// s3s-fs lists objects without their ETag; OSS (and S3) list it, and
+    /// oss2 requires it. Each is the one HeadObject gives, so a listing
+    /// and a HEAD agree (multipart ETags included).
+    async fn fill_e_tags<T: Listing>(
+        &self,
+        meta: &S3Request<T>,
+        contents: &mut Option<Vec<Object>>,
+    ) {
+        for o in contents.iter_mut().flatten() {
+            if o.e_tag.is_some() {
+                continue;
+            }
+            let Some(key) = o.key.clone() else { continue };
+            let input = HeadObjectInput::builder()
+                .bucket(meta.input.bucket().to_string())
+                .key(key)
+                .build();
+            let Ok(input) = input else { continue };
+            let head = S3Request {
+                input,
+                method: hyper::Method::HEAD,
+                uri: meta.uri.clone(),
+                headers: meta.headers.clone(),
+                extensions: Default::default(),
+                credentials: meta.credentials.clone(),
+                region: meta.region.clone(),
+                service: meta.service.clone(),
+                trailing_headers: None,
+            };
+            if let Ok(r) = self.0.head_object(head).await {
+                o.e_tag = r.output.e_tag;
+            }
+        }
+    }
 }
 
 fn wants_url(e: &Option<EncodingType>) -> bool {

@@ -6,6 +6,7 @@
 //! tell an OSS-like endpoint from an arbitrary web server.
 
 pub mod compat;
+pub mod oss_auth;
 
 use std::convert::Infallible;
 use std::io;
@@ -71,23 +72,12 @@ struct OssHost {
 
 impl S3Host for OssHost {
     fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
-        let name = match host.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => host,
-        };
-        // DNS names are case-insensitive; compare the suffix that way but
-        // keep the bucket label as sent (S3 then validates its case).
-        let n = name.len();
-        let d = self.domain.len();
-        if n > d + 1
-            && name.is_char_boundary(n - d)
-            && name[n - d..].eq_ignore_ascii_case(&self.domain)
-            && name.as_bytes()[n - d - 1] == b'.'
-        {
-            let bucket = &name[..n - d - 1];
-            return Ok(VirtualHost::new(self.domain.as_str()).with_bucket(bucket));
+        // DNS names are case-insensitive; the suffix is compared that way
+        // but the bucket label is kept as sent (S3 then validates its case).
+        match bucket_of_host(host, &self.domain) {
+            Some(bucket) => Ok(VirtualHost::new(self.domain.as_str()).with_bucket(bucket)),
+            None => Ok(VirtualHost::new(host)),
         }
-        Ok(VirtualHost::new(host))
     }
 }
 
@@ -97,6 +87,10 @@ pub struct Store {
     service: s3s::service::S3Service,
     requests: Arc<AtomicU64>,
     instance: u64,
+    /// For OSS-signed requests: the bucket named by the Host.
+    domain: Option<Arc<str>>,
+    /// The one access key and its secret, when signatures are required.
+    keys: Option<Arc<(String, String)>>,
 }
 
 impl Store {
@@ -134,6 +128,11 @@ impl Store {
             service: builder.build(),
             requests: Arc::new(AtomicU64::new(0)),
             instance,
+            domain: cfg
+                .domain
+                .as_deref()
+                .map(|d| Arc::from(d.to_ascii_lowercase())),
+            keys: cfg.keys.clone().map(Arc::new),
         })
     }
 
@@ -216,9 +215,17 @@ impl Store {
             None
         };
         let call = async {
-            match refused {
-                Some(why) => Ok(error_reply(400, "InvalidArgument", why, &id)),
-                None => self.service.call(req.map(s3s::Body::from)).await,
+            if let Some(why) = refused {
+                return Ok(error_reply(400, "InvalidArgument", why, &id));
+            }
+            match self.oss_signed(req) {
+                Ok(req) => self.service.call(req.map(s3s::Body::from)).await,
+                Err(rejection) => Ok(error_reply(
+                    403,
+                    rejection.code,
+                    &xml_text(&rejection.message),
+                    &id,
+                )),
             }
         };
         let mut resp = match call.await {
@@ -235,6 +242,7 @@ impl Store {
         if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-oss-request-id", v);
         }
+        as_oss_xml(&mut resp, self.domain.as_deref());
         resp.headers_mut().insert(
             hyper::header::SERVER,
             hyper::header::HeaderValue::from_static("ossrelay-store"),
@@ -251,6 +259,276 @@ impl Store {
         );
         resp
     }
+}
+
+/// Query parameters that carry an OSS signature, not part of the request.
+const OSS_AUTH_PARAMS: &[&str] = &[
+    "OSSAccessKeyId",
+    "Expires",
+    "Signature",
+    "x-oss-signature-version",
+    "x-oss-credential",
+    "x-oss-date",
+    "x-oss-expires",
+    "x-oss-signature",
+    "x-oss-additional-headers",
+];
+
+impl Store {
+    /// Alibaba's SDKs sign with OSS V1 or V4, which s3s does not know.
+    /// Such a request is verified here; s3s then gets it re-signed with
+    /// AWS SigV4 by the same key (or, on a store without keys, unsigned),
+    /// so its own checks and everything after them stay as they are.
+    fn oss_signed(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Request<hyper::body::Incoming>, oss_auth::Rejection> {
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect();
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bucket = self
+            .domain
+            .as_deref()
+            .and_then(|d| bucket_of_host(&host, d));
+        let verdict = oss_auth::verify(
+            &oss_auth::Request {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: &headers,
+                bucket_from_host: bucket,
+            },
+            |ak| {
+                self.keys
+                    .as_deref()
+                    .filter(|(k, _)| k == ak)
+                    .map(|(_, s)| s.clone())
+            },
+            std::time::SystemTime::now(),
+        );
+        match verdict {
+            oss_auth::OssAuth::None => Ok(req),
+            oss_auth::OssAuth::Invalid(r) => Err(r),
+            oss_auth::OssAuth::Valid { .. } => Ok(self.resign(req, &host)),
+        }
+    }
+
+    /// The request without its OSS signature, with a SigV4 one by the
+    /// store's key when it has one. Path and query are re-encoded from their
+    /// decoded form, so what is signed is exactly what s3s reads.
+    fn resign(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+        host: &str,
+    ) -> hyper::Request<hyper::body::Incoming> {
+        use crate::s3client::sigv4::{uri_encode, Signer};
+        use crate::wire::http_head::percent_decode;
+        let (mut parts, body) = req.into_parts();
+        let decode = |s: &str| String::from_utf8_lossy(&percent_decode(s.as_bytes())).into_owned();
+        let path = decode(parts.uri.path());
+        // Form encoding: a `+` in a query is a space (oss2 sends them so).
+        let query: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(&k.replace('+', " ")), decode(&v.replace('+', " ")))
+            })
+            .filter(|(k, _)| !OSS_AUTH_PARAMS.contains(&k.as_str()))
+            .collect();
+        let mut target = uri_encode(&path, true);
+        if !query.is_empty() {
+            let q: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false)))
+                .collect();
+            target = format!("{target}?{}", q.join("&"));
+        }
+        if let Ok(uri) = target.parse() {
+            parts.uri = uri;
+        }
+        parts.headers.remove(hyper::header::AUTHORIZATION);
+        if let Some((ak, sk)) = self.keys.as_deref() {
+            let signer = Signer {
+                access_key: ak.clone(),
+                secret_key: sk.clone(),
+                region: "oss".into(),
+            };
+            let method = parts.method.as_str().to_string();
+            let signed = signer.sign(
+                &method,
+                host,
+                &path,
+                &query,
+                "UNSIGNED-PAYLOAD",
+                crate::observe::time::Civil::now(),
+            );
+            for (name, value) in [
+                ("x-amz-date", signed.amz_date),
+                ("x-amz-content-sha256", signed.content_sha256),
+                ("authorization", signed.authorization),
+            ] {
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+                    parts.headers.insert(name, v);
+                }
+            }
+        }
+        hyper::Request::from_parts(parts, body)
+    }
+}
+
+/// `<bucket>.<domain>` (any port, any case) names a bucket.
+fn bucket_of_host<'h>(host: &'h str, domain: &str) -> Option<&'h str> {
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let (n, d) = (name.len(), domain.len());
+    (n > d + 1
+        && name.is_char_boundary(n - d)
+        && name[n - d..].eq_ignore_ascii_case(domain)
+        && name.as_bytes()[n - d - 1] == b'.')
+        .then(|| &name[..n - d - 1])
+}
+
+/// Text for an XML element.
+fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// XML bodies as OSS writes them. OSS's XML has no namespace; S3's root
+/// elements carry `xmlns="http://s3.amazonaws.com/doc/2006-03-01/"`.
+/// Alibaba's SDKs look elements up by bare name and find nothing under the
+/// namespace (listing and multipart failed in oss2), while S3 clients
+/// ignore namespaces. oss2 also requires each listed bucket's location,
+/// endpoints and storage class. Only buffered XML bodies are touched.
+fn as_oss_xml(resp: &mut s3s::HttpResponse, domain: Option<&str>) {
+    const NS: &str = " xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"";
+    let xml = resp
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("xml"));
+    let Some(body) = resp.body().bytes().filter(|_| xml) else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return;
+    };
+    // The namespace sits on the root element, near the start.
+    let head = text.len().min(512);
+    let mut out = match text[..head].find(NS) {
+        Some(at) => format!("{}{}", &text[..at], &text[at + NS.len()..]),
+        None => text.to_string(),
+    };
+    if out.contains("<ListAllMyBucketsResult") {
+        out = with_bucket_locations(&out, domain.unwrap_or("oss-local"));
+    }
+    if out.contains("<ListBucketResult") {
+        out = with_object_types(&out);
+    }
+    out = whole_second_times(&out);
+    if out.len() == body.len() {
+        return;
+    }
+    let len = out.len();
+    *resp.body_mut() = s3s::Body::from(out);
+    if resp.headers().contains_key(hyper::header::CONTENT_LENGTH) {
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(len),
+        );
+    }
+}
+
+/// OSS writes times as `2012-02-24T06:07:48.000Z`, and oss2 accepts
+/// nothing else; s3s-fs writes the real milliseconds.
+fn whole_second_times(xml: &str) -> String {
+    let mut out = xml.to_string();
+    for tag in ["<LastModified>", "<CreationDate>", "<Initiated>"] {
+        let mut fixed = String::with_capacity(out.len());
+        let mut text = out.as_str();
+        while let Some(at) = text.find(tag) {
+            let start = at + tag.len();
+            fixed.push_str(&text[..start]);
+            text = &text[start..];
+            // `YYYY-MM-DDTHH:MM:SS.fffZ`: the fraction is bytes 20..23.
+            let b = text.as_bytes();
+            let fraction = b.len() > 23
+                && b[19] == b'.'
+                && b[23] == b'Z'
+                && b[20..23].iter().all(u8::is_ascii_digit);
+            if fraction {
+                fixed.push_str(&text[..20]);
+                fixed.push_str("000");
+                text = &text[23..];
+            }
+        }
+        fixed.push_str(text);
+        out = fixed;
+    }
+    out
+}
+
+/// ListObjects as OSS answers it: each object with its `Type` (`Normal`
+/// for a plain upload) and storage class, which oss2 requires.
+fn with_object_types(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len() + 64);
+    let mut text = xml;
+    while let Some(end) = text.find("</Contents>") {
+        let block = &text[..end];
+        out.push_str(block);
+        let start = block.rfind("<Contents>").unwrap_or(0);
+        if !block[start..].contains("<Type>") {
+            out.push_str("<Type>Normal</Type>");
+        }
+        if !block[start..].contains("<StorageClass>") {
+            out.push_str("<StorageClass>Standard</StorageClass>");
+        }
+        out.push_str("</Contents>");
+        text = &text[end + "</Contents>".len()..];
+    }
+    out.push_str(text);
+    out
+}
+
+/// ListBuckets as OSS answers it: each bucket with its `Location` (the
+/// region part of the endpoint, e.g. `oss-ap-northeast-1`), its extranet
+/// and intranet endpoints, and a storage class.
+fn with_bucket_locations(xml: &str, domain: &str) -> String {
+    let intranet = domain.to_string();
+    let extranet = domain.replacen("-internal", "", 1);
+    let location = extranet
+        .split('.')
+        .next()
+        .unwrap_or("oss-local")
+        .to_string();
+    let extra = format!(
+        "<Location>{location}</Location><ExtranetEndpoint>{extranet}</ExtranetEndpoint><IntranetEndpoint>{intranet}</IntranetEndpoint><StorageClass>Standard</StorageClass>"
+    );
+    xml.replace("</Name></Bucket>", &format!("</Name>{extra}</Bucket>"))
+        .replace(
+            "</CreationDate></Bucket>",
+            &format!("</CreationDate>{extra}</Bucket>"),
+        )
 }
 
 /// An OSS-style error response from the store itself.

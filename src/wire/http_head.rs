@@ -66,7 +66,7 @@ pub fn has_dot_segment(target: &str) -> bool {
 }
 
 /// `%XX` escapes decoded; anything malformed is kept as it is.
-fn percent_decode(raw: &[u8]) -> Vec<u8> {
+pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
