@@ -570,6 +570,7 @@ fn hosts(
 
 /// `--listen` for the store: an address, or a host name and port
 /// (`localhost:9000`) resolved once, to its first address.
+#[cfg(feature = "store")]
 fn listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(a) = text.parse() {
