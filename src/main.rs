@@ -75,6 +75,9 @@ enum Command {
         /// Secret for --access-key.
         #[arg(long, value_name = "S", requires = "access_key")]
         secret_key: Option<String>,
+        /// Log format, as `run --log-format`.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+        log_format: FormatArg,
     },
     /// Prove the private path from a client: names, relay, OSS answer, keys.
     #[cfg(feature = "store")]
@@ -209,6 +212,16 @@ enum FormatArg {
     Syslog,
 }
 
+impl From<FormatArg> for LogFormat {
+    fn from(f: FormatArg) -> LogFormat {
+        match f {
+            FormatArg::Text => LogFormat::Text,
+            FormatArg::Json => LogFormat::Json,
+            FormatArg::Syslog => LogFormat::Syslog,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Lossy, so a non-UTF-8 argument becomes an error message, not a panic.
     let argv: Vec<String> = std::env::args_os()
@@ -277,7 +290,15 @@ fn main() -> ExitCode {
             bucket,
             access_key,
             secret_key,
-        } => store(root, listen, domain, bucket, access_key.zip(secret_key)),
+            log_format,
+        } => store(
+            root,
+            listen,
+            domain,
+            bucket,
+            access_key.zip(secret_key),
+            log_format.into(),
+        ),
         Command::Run {
             config,
             check,
@@ -320,6 +341,7 @@ fn store(
     domain: Option<String>,
     buckets: Vec<String>,
     keys: Option<(String, String)>,
+    log_format: LogFormat,
 ) -> ExitCode {
     use ossrelay::store::{Store, StoreConfig};
     if !root.is_dir() {
@@ -341,7 +363,7 @@ fn store(
             return ExitCode::from(2);
         }
     };
-    let _ = ossrelay::observe::logfmt::init(LogFormat::Text, "info", None);
+    let _ = ossrelay::observe::logfmt::init(log_format, "info", None);
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
@@ -617,11 +639,7 @@ fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathB
         return ExitCode::SUCCESS;
     }
     if let Some(f) = format {
-        config.log.format = match f {
-            FormatArg::Text => LogFormat::Text,
-            FormatArg::Json => LogFormat::Json,
-            FormatArg::Syslog => LogFormat::Syslog,
-        };
+        config.log.format = f.into();
     }
     if let Some(f) = file {
         config.log.file = Some(f);

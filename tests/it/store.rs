@@ -465,3 +465,34 @@ fn demo_passes_every_step() {
         .unwrap();
     assert_eq!(sent, got);
 }
+
+#[test]
+fn the_store_logs_json_when_asked() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("store-json");
+    let mut child = Command::new(bin())
+        .args(["store", "--root"])
+        .arg(&dir.0)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let read = child
+        .stderr
+        .take()
+        .map(|e| BufReader::new(e).read_line(&mut line));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(read, Some(Ok(n)) if n > 0), "no log line");
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("store: serving"),
+        "{line}"
+    );
+}
