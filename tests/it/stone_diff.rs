@@ -524,8 +524,9 @@ fn health_code(port: u16, cmd: &str) -> String {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return "connect-refused".into();
     };
-    s.set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
+    // Generous: a reply is the normal case, and a loaded CI machine may
+    // take a while to schedule a debug build.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.write_all(format!("{cmd}\r\n").as_bytes());
     let got = read_line(&mut s);
     if got.len() >= 3 {
@@ -537,7 +538,9 @@ fn health_code(port: u16, cmd: &str) -> String {
 
 fn udp_echo(port: u16, from: Ipv4Addr, msg: &[u8]) -> String {
     let s = UdpSocket::bind((from, 0)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(700)))
+    // Long enough for a loaded machine; "no-reply" (an ACL refusal) waits
+    // it out, so not longer.
+    s.set_read_timeout(Some(Duration::from_millis(2000)))
         .unwrap();
     s.connect(("127.0.0.1", port)).unwrap();
     s.send(msg).unwrap();
