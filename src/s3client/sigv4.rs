@@ -23,12 +23,17 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
-fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    m.update(data.as_bytes());
+    m.update(data);
     m.finalize().into_bytes().to_vec()
+}
+
+fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+    hmac_sha256(key, data.as_bytes())
 }
 
 /// RFC 3986 unreserved characters stay; everything else is %XX. `/` stays
