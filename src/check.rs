@@ -132,9 +132,24 @@ fn classify(ip: IpAddr, relay: Option<IpAddr>) -> (bool, String) {
     }
 }
 
+/// The results so far, each handed to `shown` as it is decided, so a text
+/// checklist grows line by line and the upload test's progress bar appears
+/// after the lines that came before it, not above the whole list.
+struct Checklist<'a> {
+    items: Vec<Item>,
+    shown: &'a mut dyn FnMut(&Item),
+}
+
+impl Checklist<'_> {
+    fn push(&mut self, item: Item) {
+        (self.shown)(&item);
+        self.items.push(item);
+    }
+}
+
 /// Runs every check, in order; later checks of a name are skipped when it
-/// does not resolve.
-pub async fn run(opts: &Options) -> Vec<Item> {
+/// does not resolve. `shown` sees each result as soon as it is known.
+pub async fn run(opts: &Options, shown: &mut dyn FnMut(&Item)) -> Vec<Item> {
     let fixed = StaticResolver::new();
     for (name, ip) in &opts.resolve {
         fixed.set(name, vec![*ip]);
@@ -144,7 +159,10 @@ pub async fn run(opts: &Options) -> Vec<Item> {
         system: SystemResolver::new(),
     });
     let port = opts.port.unwrap_or(if opts.https { 443 } else { 80 });
-    let mut items = Vec::new();
+    let mut items = Checklist {
+        items: Vec::new(),
+        shown,
+    };
     let mut names = vec![opts.endpoint.clone()];
     names.extend(
         opts.buckets
@@ -215,7 +233,7 @@ pub async fn run(opts: &Options) -> Vec<Item> {
             Ok(t) => Some(t.connector),
             Err(e) => {
                 items.push(Item::new("certificate", &opts.endpoint, false, e));
-                return items;
+                return items.items;
             }
         }
     } else {
@@ -317,7 +335,7 @@ pub async fn run(opts: &Options) -> Vec<Item> {
             "--upload-test needs --access-key and --secret-key".into(),
         ));
     }
-    items
+    items.items
 }
 
 fn request_id(r: &Response) -> Option<String> {

@@ -476,15 +476,20 @@ fn check(a: CheckArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
-    let items = rt.block_on(ossrelay::check::run(&opts));
+    // Text output prints each line as its check finishes; JSON is one
+    // document at the end.
+    let json = a.json;
+    let mut shown = |i: &ossrelay::check::Item| {
+        if !json {
+            say(&i.line());
+        }
+    };
+    let items = rt.block_on(ossrelay::check::run(&opts, &mut shown));
     let ok = items.iter().all(|i| i.ok);
     if a.json {
         let v = serde_json::json!({ "ok": ok, "endpoint": opts.endpoint, "checks": items });
         say(&v.to_string());
     } else {
-        for i in &items {
-            say(&i.line());
-        }
         say(if ok {
             "all checks passed: traffic takes the private path"
         } else {

@@ -327,3 +327,35 @@ fn https_certificates_are_checked_and_dotted_buckets_explained() {
         "{dotted}"
     );
 }
+
+/// In text mode the checklist is printed line by line as each check ends, so
+/// the upload test's progress bar comes after the checks that ran before it
+/// and just before its own `upload` line, not above the whole list.
+#[test]
+fn the_upload_progress_bar_comes_after_the_earlier_checks() {
+    let dir = TempDir::new("check-order");
+    let (_s, _r, port) = store_behind_relay(&dir.0);
+    let p = port.to_string();
+    let out = Command::new(bin())
+        .args(["check", "--timeout", "5", "--endpoint", "oss.test"])
+        .args(["--bucket", "bkt", "--port", &p])
+        .args(["--resolve", "oss.test=127.0.0.1"])
+        .args(["--resolve", "bkt.oss.test=127.0.0.1"])
+        .args(["--access-key", "AK", "--secret-key", "SK"])
+        .args(["--upload-test", "1M"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+    };
+    let signed = at("✔ signed");
+    let bar = at("100%");
+    let upload = at("✔ upload");
+    assert!(
+        signed < bar && bar < upload,
+        "expected the signed check, then the bar, then the upload line:\n{text}"
+    );
+}
