@@ -222,7 +222,11 @@ async fn run_inner(opts: &DemoOptions, relay_log: &LogBuffer) -> Result<(), Stri
     }
     if opts.keep && result.is_ok() {
         print_keep_instructions(store_addr, relay_addr);
+        let seen = relay_log.0.lock().map(|v| v.len()).unwrap_or_default();
+        let follow = tokio::spawn(follow_relay_log(relay_log.clone(), seen, stop.clone()));
         let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+        let _ = follow.await;
     }
     stop.cancel();
     let _ = relay_task.await;
@@ -448,27 +452,52 @@ pub(crate) async fn progress_bar(sent: Arc<AtomicU64>, total: u64) {
     }
 }
 
+/// Prints client command lines that work exactly as printed: path style
+/// against the relay's own address, so no hosts file has to change first.
+/// `tests/it/store.rs` runs every one of them.
 fn print_keep_instructions(store: SocketAddr, relay: SocketAddr) {
     say!("\n--keep: the store and the relay stay up until Ctrl-C.");
-    say!("Point a real client at the relay. Virtual-hosted style (what OSS requires) needs the names");
-    say!("to resolve to the relay, e.g. in /etc/hosts:");
-    say!("    {} {ENDPOINT}", relay.ip());
-    say!("    {} {BUCKET}.{ENDPOINT}", relay.ip());
     say!("Credentials: access key {ACCESS_KEY}, secret key {SECRET_KEY}");
-    say!("\n  aws (with addressing_style = virtual in ~/.aws/config):");
+    say!("Point a real client at the relay; these lines work as printed (path style):");
+    say!("\n  aws:");
     say!("    AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} \\");
-    say!(
-        "      aws --endpoint-url http://{ENDPOINT}:{} --region {REGION} s3 ls s3://{BUCKET}",
-        relay.port()
-    );
+    say!("      aws --endpoint-url http://{relay} --region {REGION} s3 ls s3://{BUCKET}");
     say!("  s3cmd:");
     say!("    s3cmd --access_key={ACCESS_KEY} --secret_key={SECRET_KEY} --no-ssl \\");
-    say!(
-        "      --host={ENDPOINT}:{0} --host-bucket=%(bucket)s.{ENDPOINT}:{0} ls s3://{BUCKET}",
-        relay.port()
-    );
+    say!("      --host={relay} --host-bucket={relay} ls s3://{BUCKET}");
     say!("  rclone:");
     // rclone splits a connection string at ':' unless the value is quoted.
-    say!("    rclone lsf \":s3,provider=Other,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint='http://{ENDPOINT}:{}',force_path_style=false:{BUCKET}\"", relay.port());
-    say!("Without hosts entries, path style works too: --endpoint-url http://{relay} (store direct: http://{store}).");
+    say!("    rclone lsf \":s3,provider=Other,access_key_id={ACCESS_KEY},secret_access_key={SECRET_KEY},endpoint='http://{relay}',force_path_style=true:{BUCKET}\"");
+    say!("\nVirtual-hosted style (what OSS itself requires) needs the names to resolve to the");
+    say!(
+        "relay, e.g. in /etc/hosts, and then endpoint http://{ENDPOINT}:{}:",
+        relay.port()
+    );
+    say!("    {} {ENDPOINT}", relay.ip());
+    say!("    {} {BUCKET}.{ENDPOINT}", relay.ip());
+    say!("The store itself (no relay) is at http://{store}.");
+    say!("\nRelay log lines for your clients follow as they arrive:");
+}
+
+/// Prints what the relay logs after `from` (a byte offset into its log) as
+/// it arrives, until `stop`: the user's own clients show up as stone's
+/// `-d -d` lines, the way the demo's steps did.
+async fn follow_relay_log(log: LogBuffer, mut from: usize, stop: CancellationToken) {
+    loop {
+        let fresh = log
+            .0
+            .lock()
+            .map(|v| v.get(from..).unwrap_or_default().to_vec())
+            .unwrap_or_default();
+        // Print whole lines only; a partial line waits for its end.
+        if let Some(end) = fresh.iter().rposition(|&b| b == b'\n') {
+            let _ = std::io::stdout().write_all(&fresh[..=end]);
+            let _ = std::io::stdout().flush();
+            from += end + 1;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
 }

@@ -496,3 +496,117 @@ fn the_store_logs_json_when_asked() {
         "{line}"
     );
 }
+
+/// Whether `tool` is on PATH.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// `demo --keep` prints client command lines for aws, s3cmd and rclone.
+/// Each is run exactly as printed (continuation lines joined, as a shell
+/// would) and must list the demo's object; the relay's log lines for those
+/// clients must then appear on the demo's stdout, and Ctrl-C ends it.
+#[test]
+fn demo_keep_prints_client_lines_that_work_and_follows_the_log() {
+    use std::io::BufRead;
+    let missing: Vec<_> = ["aws", "s3cmd", "rclone"]
+        .into_iter()
+        .filter(|t| !on_path(t))
+        .collect();
+    if !missing.is_empty() {
+        crate::helpers::skip_outside_ci(
+            "demo --keep client lines: a client is missing",
+            format_args!("demo --keep client lines: {missing:?} not installed"),
+        );
+        return;
+    }
+    let mut cmd = Command::new(bin());
+    cmd.args(["demo", "--keep"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let child = cmd.spawn().unwrap();
+    let mut demo = crate::helpers::Running::adopt(&cmd, child);
+    let stdout = demo.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("demo --keep: no line while waiting for {what}: {e}"))
+    };
+    // Everything up to the instructions' last line.
+    let mut printed = Vec::new();
+    loop {
+        let line = next("the client lines");
+        if line.starts_with("Relay log lines for your clients follow") {
+            break;
+        }
+        printed.push(line);
+    }
+    let start = printed
+        .iter()
+        .position(|l| l.starts_with("--keep:"))
+        .expect("no --keep section");
+    // The command lines: indented, starting with a client or its env, with
+    // `\` continuations joined.
+    let mut commands: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in &printed[start..] {
+        let text = line.trim();
+        if open {
+            let last = commands.last_mut().unwrap();
+            last.push(' ');
+            last.push_str(text.trim_end_matches('\\'));
+        } else if line.starts_with("    ")
+            && ["aws ", "s3cmd ", "rclone ", "AWS_ACCESS_KEY_ID="]
+                .iter()
+                .any(|p| text.starts_with(p))
+        {
+            commands.push(text.trim_end_matches('\\').to_string());
+        } else {
+            continue;
+        }
+        open = text.ends_with('\\');
+    }
+    assert_eq!(commands.len(), 3, "{commands:#?}\n{}", printed.join("\n"));
+    for c in &commands {
+        // AWS_CA_BUNDLE (set on this machine for HTTPS) breaks rclone's
+        // plain-http transport; a user's shell does not have it.
+        let out = Command::new("sh")
+            .args(["-c", c])
+            .env_remove("AWS_CA_BUNDLE")
+            .env("HOME", std::env::temp_dir())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("test2.txt"),
+            "{c}\nexit {:?}\n{text}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The relay's lines for those clients follow on stdout.
+    let mut accepted = 0;
+    while accepted < commands.len() {
+        if next("the clients' relay log lines").contains(": accepted TCP ") {
+            accepted += 1;
+        }
+    }
+    // SAFETY: kill(2) on the PID of a child we spawned and still own.
+    let rc = unsafe { libc::kill(demo.child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let status = demo
+        .exit_within(Duration::from_secs(10))
+        .expect("demo --keep did not stop on SIGINT");
+    assert!(status.success(), "{status:?}");
+}
