@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RelayConfig, Service};
 use crate::error::Error;
-use crate::listener::Bound;
+use crate::listener::{Bound, Opened};
 use crate::resolve::Resolve;
 
 /// Relays whose sockets are bound, not yet serving.
@@ -29,10 +29,26 @@ pub struct Server {
 impl Server {
     /// Binds every relay in `config`. Must run inside a tokio runtime.
     pub fn bind(config: &Config, resolver: Arc<dyn Resolve>) -> Result<Server, Error> {
+        Server::adopt(config, Server::open(config)?, resolver)
+    }
+
+    /// Binds every relay's socket in `config`, in order, without a runtime
+    /// (see [`Opened`]). The DNS responder is bound by [`Server::adopt`].
+    pub fn open(config: &Config) -> Result<Vec<Opened>, Error> {
+        config.relays.iter().map(Opened::open).collect()
+    }
+
+    /// Makes the sockets [`Server::open`] returned for `config` ready to
+    /// serve, and binds the DNS responder. Must run inside a tokio runtime.
+    pub fn adopt(
+        config: &Config,
+        opened: Vec<Opened>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Server, Error> {
         let mut relays = Vec::new();
-        for cfg in &config.relays {
+        for (cfg, opened) in config.relays.iter().zip(opened) {
             let cfg = Arc::new(cfg.clone());
-            let bound = Bound::bind(&cfg, resolver.clone())?;
+            let bound = Bound::adopt(&cfg, opened, resolver.clone())?;
             relays.push((cfg, bound));
         }
         let dns = match &config.dns {

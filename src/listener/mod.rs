@@ -28,28 +28,59 @@ pub enum Bound {
     Udp(UdpRelay),
 }
 
-impl Bound {
-    /// Binds relay `cfg`'s socket. Must run inside a tokio runtime.
-    pub fn bind(cfg: &Arc<RelayConfig>, resolver: Arc<dyn Resolve>) -> Result<Bound, Error> {
+/// A relay's socket, bound (and for TCP listening) but not yet known to
+/// any runtime. Opening needs no runtime, so a process can open its
+/// listeners before it starts one: stone's relay numbers (the descriptors)
+/// then come out the same as `stone -N` prints and as stone itself uses.
+pub enum Opened {
+    /// A listening TCP socket.
+    Tcp(std::net::TcpListener),
+    /// A bound UDP socket.
+    Udp(std::net::UdpSocket),
+}
+
+impl Opened {
+    /// Binds relay `cfg`'s socket; the error names the relay and address.
+    pub fn open(cfg: &RelayConfig) -> Result<Opened, Error> {
         let bind_err = |source: io::Error| Error::Bind {
             relay: cfg.name.clone(),
             addr: cfg.listen,
             reason: explain(&source),
             source,
         };
+        Ok(match cfg.protocol() {
+            Protocol::Tcp => Opened::Tcp(bind_tcp(cfg).map_err(bind_err)?),
+            Protocol::Udp => Opened::Udp(bind_udp(cfg).map_err(bind_err)?),
+        })
+    }
+}
+
+impl Bound {
+    /// Binds relay `cfg`'s socket. Must run inside a tokio runtime.
+    pub fn bind(cfg: &Arc<RelayConfig>, resolver: Arc<dyn Resolve>) -> Result<Bound, Error> {
+        Bound::adopt(cfg, Opened::open(cfg)?, resolver)
+    }
+
+    /// Makes a socket opened earlier ready to serve relay `cfg`. Must run
+    /// inside a tokio runtime.
+    pub fn adopt(
+        cfg: &Arc<RelayConfig>,
+        opened: Opened,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Bound, Error> {
         let setup_err = |source: io::Error| Error::Bind {
             relay: cfg.name.clone(),
             addr: cfg.listen,
             reason: source.to_string(),
             source,
         };
-        Ok(match cfg.protocol() {
-            Protocol::Tcp => {
-                let listener = bind_tcp(cfg).map_err(bind_err)?;
+        Ok(match opened {
+            Opened::Tcp(l) => {
+                let listener = TcpListener::from_std(l).map_err(setup_err)?;
                 Bound::Tcp(TcpRelay::new(cfg.clone(), listener, resolver).map_err(setup_err)?)
             }
-            Protocol::Udp => {
-                let socket = bind_udp(cfg).map_err(bind_err)?;
+            Opened::Udp(s) => {
+                let socket = UdpSocket::from_std(s).map_err(setup_err)?;
                 Bound::Udp(UdpRelay::new(cfg.clone(), socket, resolver).map_err(setup_err)?)
             }
         })
@@ -118,7 +149,7 @@ fn prepare(socket: &Socket, cfg: &RelayConfig) -> io::Result<()> {
     socket.set_nonblocking(true)
 }
 
-fn bind_tcp(cfg: &RelayConfig) -> io::Result<TcpListener> {
+fn bind_tcp(cfg: &RelayConfig) -> io::Result<std::net::TcpListener> {
     let addr = cfg.listen;
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -130,13 +161,13 @@ fn bind_tcp(cfg: &RelayConfig) -> io::Result<TcpListener> {
     prepare(&socket, cfg)?;
     socket.bind(&addr.into())?;
     socket.listen(cfg.backlog.min(i32::MAX as u32) as i32)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-fn bind_udp(cfg: &RelayConfig) -> io::Result<UdpSocket> {
+fn bind_udp(cfg: &RelayConfig) -> io::Result<std::net::UdpSocket> {
     let addr = cfg.listen;
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
     prepare(&socket, cfg)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }

@@ -78,6 +78,16 @@ pub fn run(words: &[String], print_toml: bool, stop: impl std::future::Future<Ou
             return EXIT_RUNTIME;
         }
     }
+    // Bound before the runtime exists, so each listener gets the lowest free
+    // descriptor, as stone's do and as `-N` prints them: the runtime's own
+    // descriptors (epoll, wakers) would otherwise shift every number.
+    let opened = match Server::open(&config) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(target: "ossrelay::stone", "{e}");
+            return EXIT_RUNTIME;
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cmd.workers {
         builder.worker_threads(n);
@@ -91,7 +101,7 @@ pub fn run(words: &[String], print_toml: bool, stop: impl std::future::Future<Ou
     };
     runtime.block_on(async {
         let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver::new());
-        let server = match Server::bind(&config, resolver) {
+        let server = match Server::adopt(&config, opened, resolver) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(target: "ossrelay::stone", "{e}");

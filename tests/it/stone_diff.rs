@@ -1220,3 +1220,64 @@ fn symlink_named_stone_runs_the_stone_parser() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"ssl3\": not supported"));
 }
+
+/// The numbers in `stone N: dest <- src` lines of `text`, in order.
+fn relay_numbers(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter(|l| l.contains(" <- "))
+        .filter_map(|l| {
+            let rest = &l[l.find(" stone ")? + 7..];
+            rest.split_once(':')?.0.parse().ok()
+        })
+        .collect()
+}
+
+/// Runs `program` with stone `args` until it has printed one mapping line
+/// per relay, then stops it; returns the relay numbers.
+fn running_relay_numbers(program: &str, prefix: &[&str], args: &[&str], dir: &Path) -> Vec<u32> {
+    let log = dir.join(format!("{}.stderr", prefix.len()));
+    let mut cmd = Command::new(program);
+    cmd.args(prefix).args(args);
+    let run = Running::spawn(&mut cmd, &log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = relay_numbers(&run.stderr());
+        if seen.len() == 2 || Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `stone -N` prints the relay numbers a real run uses (the listening
+/// descriptors), as stone does: both 3 and 4 here, as in stone itself.
+#[test]
+fn check_only_and_a_real_run_print_the_same_relay_numbers() {
+    let dir = TempDir::new("stone-numbers");
+    let (p1, p2) = (free_port().to_string(), free_port().to_string());
+    let args = [
+        "127.0.0.1:9",
+        p1.as_str(),
+        "--",
+        "127.0.0.1:9/udp",
+        &format!("{p2}/udp"),
+    ];
+    let mut check = vec!["stone", "-N"];
+    check.extend(args);
+    let out = Command::new(bin()).args(&check).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let checked = relay_numbers(&String::from_utf8_lossy(&out.stderr));
+    let ran = running_relay_numbers(bin(), &["stone"], &args, &dir.0);
+    assert_eq!(checked.len(), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(checked, ran, "-N against a real run");
+    match stone_path() {
+        Some(stone) => {
+            let real = running_relay_numbers(stone, &[], &args, &dir.0);
+            assert_eq!(ran, real, "ossrelay against real stone");
+        }
+        None => skip_outside_ci(
+            "relay numbers: /usr/bin/stone is missing",
+            format_args!("relay numbers against real stone: /usr/bin/stone not installed"),
+        ),
+    }
+}
