@@ -9,12 +9,15 @@ compares every body it reads back.
 MODES is a comma-separated subset of oss2-v1,oss2-v4,oss-v2-v4,oss-v2-v1
 (all by default).
 
-ENDPOINT is http://IP:PORT (path-style: both SDKs use it for an IP).
+ENDPOINT is http(s)://IP:PORT, which both SDKs address path-style, or
+http(s)://NAME, which they address virtual-hosted (BUCKET.NAME), as on OSS.
 Prints one line per step; exits 1 at the first failure, naming it.
 """
 
 import hashlib
+import ipaddress
 import sys
+import urllib.parse
 import urllib.request
 
 import alibabacloud_oss_v2 as oss
@@ -22,6 +25,11 @@ import oss2
 
 endpoint, bucket, ak, sk, region = sys.argv[1:6]
 modes = sys.argv[6].split(",") if len(sys.argv) > 6 else ["oss2-v1", "oss2-v4", "oss-v2-v4", "oss-v2-v1"]
+try:
+    ipaddress.ip_address(urllib.parse.urlsplit(endpoint).hostname or "")
+    path_style = True
+except ValueError:
+    path_style = False
 # One part only: every part but the last must be 5 MiB on S3 (100 KiB on
 # OSS), and one part still takes initiate, upload part and complete.
 PART = 256 * 1024 + 3
@@ -65,7 +73,7 @@ def v2_run(label, version):
     cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(ak, sk)
     cfg.region = region
     cfg.endpoint = endpoint
-    cfg.use_path_style = True
+    cfg.use_path_style = path_style
     cfg.signature_version = version
     cfg.retry_max_attempts = 1
     c = oss.Client(cfg)
