@@ -347,8 +347,10 @@ fn request_id(r: &Response) -> Option<String> {
 /// A 403 that ossrelay's own bucket policy gave (its message says so), in
 /// words: the relay refused the bucket, OSS never saw the request.
 fn relay_policy_refusal(status: u16, message: &str) -> Option<String> {
-    (status == 403 && message.contains("(ossrelay bucket policy)"))
-        .then(|| format!("refused by the relay's bucket policy, not by OSS: {message}"))
+    (status == 403
+        && (message.contains("(ossrelay endpoint policy)")
+            || message.contains("(ossrelay bucket policy)")))
+    .then(|| format!("refused by the relay's bucket policy, not by OSS: {message}"))
 }
 
 /// Classifies an anonymous answer: OSS (and our stand-in) answers with a

@@ -5,9 +5,12 @@
 use std::time::Duration;
 
 use super::raw::RawRelay;
+use super::raw::RawStatement;
 use super::{Upstream, Validator};
+use crate::acl::Cidr;
 use crate::pattern::HostPattern;
-use crate::policy::bucket::BucketPolicy;
+use crate::policy::action::action_problem;
+use crate::policy::statement::{Decision, Effect, Policy, Statement};
 
 /// Default time allowed for a request head to arrive (slowloris guard).
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,8 +31,8 @@ pub struct Gateway {
     pub routes: Vec<Route>,
     /// Where requests for other hosts go; `None` refuses them with 421.
     pub default_route: Option<Upstream>,
-    /// The bucket policy.
-    pub policy: BucketPolicy,
+    /// The endpoint policy.
+    pub policy: Policy,
     /// Time allowed for a request head.
     pub head_timeout: Duration,
 }
@@ -85,9 +88,13 @@ impl Gateway {
         })
     }
 
-    /// `Err(reason)` when the policy refuses `bucket`.
-    pub fn check(&self, bucket: Option<&str>) -> Result<(), String> {
-        self.policy.check(bucket)
+    /// `Err(reason)` when the policy refuses a connection that names only
+    /// `bucket` (SNI), from `source`.
+    pub fn check(&self, bucket: Option<&str>, source: std::net::IpAddr) -> Result<(), String> {
+        match self.policy.decide_opaque(bucket, source) {
+            Decision::Allowed(_) => Ok(()),
+            Decision::Denied { reason, .. } => Err(reason),
+        }
     }
 }
 
@@ -131,7 +138,7 @@ impl Validator<'_> {
                 "an http or tls relay needs routes, e.g. routes = [{ host = \"*.oss-ap-northeast-1-internal.aliyuncs.com\", upstream = \"oss-ap-northeast-1-internal.aliyuncs.com:80\" }], or a default_route",
             );
         }
-        let policy = self.bucket_policy(i, r);
+        let policy = self.endpoint_policy(i, r, sni);
         let head_timeout = self
             .duration(&key("header_timeout"), &r.header_timeout)
             .unwrap_or(DEFAULT_HEAD_TIMEOUT);
@@ -146,8 +153,19 @@ impl Validator<'_> {
         })
     }
 
-    /// `buckets`, `deny_buckets` and `allow_service`.
-    pub(super) fn bucket_policy(&mut self, i: usize, r: &RawRelay) -> BucketPolicy {
+    /// The endpoint policy: the `[[relay.policy]]` statements in order,
+    /// then the shorthand keys as statements (`deny_buckets`, `buckets`,
+    /// `allow_service`). Without statements or `buckets`, every bucket is
+    /// allowed, as before statements existed. `names_only`: the relay sees
+    /// bucket names only (SNI), so actions, keys and access keys are refused.
+    pub(super) fn endpoint_policy(&mut self, i: usize, r: &RawRelay, names_only: bool) -> Policy {
+        let mut statements = Vec::new();
+        for (j, st) in r.policy.iter().flatten().enumerate() {
+            let path = format!("relay[{i}].policy[{j}]");
+            if let Some(s) = self.statement(&path, st, names_only) {
+                statements.push(s);
+            }
+        }
         let mut globs = |field: &str, list: &Option<Vec<toml::Spanned<String>>>| -> Vec<String> {
             let mut out = Vec::new();
             for (j, g) in list.iter().flatten().enumerate() {
@@ -163,13 +181,116 @@ impl Validator<'_> {
             }
             out
         };
-        let allow = r.buckets.as_ref().map(|_| globs("buckets", &r.buckets));
-        let deny = globs("deny_buckets", &r.deny_buckets);
-        BucketPolicy {
-            allow,
-            deny,
-            allow_service: r.allow_service.unwrap_or(false),
+        let shorthand = |effect, buckets, actions: Option<&str>, origin: &str| Statement {
+            effect,
+            buckets,
+            actions: actions.map(|a| vec![a.to_string()]),
+            keys: None,
+            access_keys: None,
+            sources: None,
+            origin: origin.to_string(),
+        };
+        if r.deny_buckets.is_some() {
+            let deny = globs("deny_buckets", &r.deny_buckets);
+            statements.push(shorthand(Effect::Deny, Some(deny), None, "deny_buckets"));
         }
+        match &r.buckets {
+            Some(_) => {
+                let allow = globs("buckets", &r.buckets);
+                statements.push(shorthand(Effect::Allow, Some(allow), None, "buckets"));
+            }
+            None if r.policy.is_none() => statements.push(shorthand(
+                Effect::Allow,
+                Some(vec!["*".into()]),
+                None,
+                "buckets not set: every bucket",
+            )),
+            None => {}
+        }
+        if r.allow_service == Some(true) {
+            statements.push(shorthand(
+                Effect::Allow,
+                None,
+                Some("oss:ListBuckets"),
+                "allow_service",
+            ));
+        }
+        Policy { statements }
+    }
+
+    fn statement(
+        &mut self,
+        path: &str,
+        raw: &toml::Spanned<RawStatement>,
+        names_only: bool,
+    ) -> Option<Statement> {
+        let st = raw.get_ref();
+        let before = self.problems.len();
+        let effect = match st.effect.get_ref().as_str() {
+            "allow" => Effect::Allow,
+            "deny" => Effect::Deny,
+            other => {
+                self.problem(
+                    &format!("{path}.effect"),
+                    &st.effect,
+                    format!("{other:?}: expected \"allow\" or \"deny\""),
+                );
+                Effect::Deny
+            }
+        };
+        let mut list = |field: &str,
+                        v: &Option<Vec<toml::Spanned<String>>>,
+                        check: &dyn Fn(&str) -> Option<String>|
+         -> Option<Vec<String>> {
+            let v = v.as_ref()?;
+            if v.is_empty() {
+                self.missing(&format!("{path}.{field}"), "is empty, so the statement would match nothing; leave it out to match everything");
+            }
+            for (k, item) in v.iter().enumerate() {
+                if let Some(why) = check(item.get_ref()) {
+                    self.problem(&format!("{path}.{field}[{k}]"), item, why);
+                }
+            }
+            Some(v.iter().map(|x| x.get_ref().clone()).collect())
+        };
+        let buckets = list("buckets", &st.buckets, &|g| {
+            (!bucket_glob_ok(g)).then(|| format!("{g:?} is not a bucket name or glob (lower-case letters, digits, '-', '.', '*')"))
+        });
+        let actions = list("actions", &st.actions, &|a| action_problem(a));
+        let keys = list("keys", &st.keys, &|k| {
+            k.is_empty()
+                .then(|| "an empty key glob matches nothing".to_string())
+        });
+        let access_keys = list("access_keys", &st.access_keys, &|k| {
+            (k.is_empty() || k.chars().any(|c| c.is_whitespace() || c == '/'))
+                .then(|| format!("{k:?} is not an access key ID or glob"))
+        });
+        let mut sources = None;
+        if let Some(v) = &st.sources {
+            let mut blocks = Vec::new();
+            for (k, item) in v.iter().enumerate() {
+                match Cidr::parse(item.get_ref()) {
+                    Ok(c) => blocks.push(c),
+                    Err(e) => self.problem(&format!("{path}.sources[{k}]"), item, e),
+                }
+            }
+            sources = Some(blocks);
+        }
+        if names_only && (actions.is_some() || keys.is_some() || access_keys.is_some()) {
+            self.problem(path, raw, "a protocol = \"tls\" relay sees only the bucket name in the TLS handshake, never the requests, so it cannot enforce actions, keys or access_keys; terminate TLS with protocol = \"http\" and tls = { cert, key } to enforce them".into());
+        }
+        (self.problems.len() == before).then(|| Statement {
+            effect,
+            buckets,
+            actions,
+            keys,
+            access_keys,
+            sources,
+            origin: format!(
+                "{path} at line {}",
+                super::line_of(self.text, raw.span().start)
+            ),
+        })
     }
 
     /// The http keys on a relay of another protocol are mistakes.
@@ -217,10 +338,27 @@ mod tests {
                 },
             ],
             default_route: None,
-            policy: BucketPolicy {
-                allow: Some(vec!["aws-alibaba-oss".into(), "logs-*".into()]),
-                deny: vec!["logs-secret".into()],
-                allow_service: false,
+            policy: Policy {
+                statements: vec![
+                    Statement {
+                        effect: Effect::Deny,
+                        buckets: Some(vec!["logs-secret".into()]),
+                        actions: None,
+                        keys: None,
+                        access_keys: None,
+                        sources: None,
+                        origin: "deny_buckets".into(),
+                    },
+                    Statement {
+                        effect: Effect::Allow,
+                        buckets: Some(vec!["aws-alibaba-oss".into(), "logs-*".into()]),
+                        actions: None,
+                        keys: None,
+                        access_keys: None,
+                        sources: None,
+                        origin: "buckets".into(),
+                    },
+                ],
             },
             head_timeout: DEFAULT_HEAD_TIMEOUT,
         }
@@ -241,14 +379,17 @@ mod tests {
         );
         assert_eq!(g.target("oss.test", "/").unwrap().bucket, None);
         assert!(g.target("evil.example", "/").is_none());
-        assert!(g.check(Some("aws-alibaba-oss")).is_ok());
-        assert!(g.check(Some("logs-2026")).is_ok());
-        assert!(g
-            .check(Some("logs-secret"))
-            .unwrap_err()
-            .contains("deny_buckets"));
-        assert!(g.check(Some("attacker")).unwrap_err().contains("allowlist"));
-        assert!(g.check(None).unwrap_err().contains("allow_service"));
+        let ip = std::net::IpAddr::from([10, 0, 0, 1]);
+        assert!(g.check(Some("aws-alibaba-oss"), ip).is_ok());
+        assert!(g.check(Some("logs-2026"), ip).is_ok());
+        let secret = g.check(Some("logs-secret"), ip).unwrap_err();
+        assert!(
+            secret.contains("statement 1") && secret.contains("deny_buckets"),
+            "{secret}"
+        );
+        let other = g.check(Some("attacker"), ip).unwrap_err();
+        assert!(other.contains("no policy statement allows"), "{other}");
+        assert!(g.check(None, ip).unwrap_err().contains("allow_service"));
         assert!(glob("a*b*c", "axxbyyc") && !glob("a*b", "ab-c") && glob("*", ""));
     }
 }

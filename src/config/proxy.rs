@@ -51,8 +51,11 @@ impl Validator<'_> {
             rules,
             last_match_wins: false,
             only_v6: None,
-            buckets: (r.buckets.is_some() || r.deny_buckets.is_some() || r.allow_service.is_some())
-                .then(|| self.bucket_policy(i, r)),
+            buckets: (r.buckets.is_some()
+                || r.deny_buckets.is_some()
+                || r.allow_service.is_some()
+                || r.policy.is_some())
+            .then(|| self.endpoint_policy(i, r, false)),
         }
     }
 }

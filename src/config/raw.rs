@@ -122,6 +122,8 @@ pub struct RawRelay {
     pub deny_buckets: Option<Vec<Spanned<String>>>,
     /// `protocol = "http"`: allow requests without a bucket.
     pub allow_service: Option<bool>,
+    /// `[[relay.policy]]`: endpoint policy statements.
+    pub policy: Option<Vec<Spanned<RawStatement>>>,
     /// `protocol = "http"`: time allowed for a request head.
     pub header_timeout: Option<Spanned<String>>,
     /// PROXY protocol in and out.
@@ -138,6 +140,24 @@ pub struct RawProxyProtocol {
     pub accept_from: Option<Vec<String>>,
     /// Send this header version to the upstream.
     pub send: Option<String>,
+}
+
+/// One `[[relay.policy]]` statement.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatement {
+    /// `allow` or `deny`.
+    pub effect: Spanned<String>,
+    /// Bucket globs.
+    pub buckets: Option<Vec<Spanned<String>>>,
+    /// OSS RAM action names or globs (`oss:Get*`, `*`).
+    pub actions: Option<Vec<Spanned<String>>>,
+    /// Object-key globs.
+    pub keys: Option<Vec<Spanned<String>>>,
+    /// Access key ID globs; `anonymous` for unsigned requests.
+    pub access_keys: Option<Vec<Spanned<String>>>,
+    /// Client address blocks.
+    pub sources: Option<Vec<Spanned<String>>>,
 }
 
 /// `{ host = "*.oss-…aliyuncs.com", upstream = "oss-…aliyuncs.com:80" }`

@@ -1,17 +1,5 @@
-//! The bucket allowlist: which buckets a request may name (`buckets`,
-//! `deny_buckets`, `allow_service`). Pure data and decisions; the services
-//! that read requests ask it, and nothing here does I/O.
-
-/// Which buckets may pass.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct BucketPolicy {
-    /// Allowed bucket globs (`*` wildcard); `None` allows every bucket.
-    pub allow: Option<Vec<String>>,
-    /// Denied bucket globs, checked first.
-    pub deny: Vec<String>,
-    /// Allow requests with no bucket (ListBuckets).
-    pub allow_service: bool,
-}
+//! Bucket names: OSS's naming rules, and the `*` globs that policies use
+//! for buckets, keys, actions and access keys.
 
 /// `*` matches any run of characters; everything else literally.
 pub fn glob(pattern: &str, name: &str) -> bool {
@@ -34,29 +22,6 @@ pub fn glob(pattern: &str, name: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&b| b == b'*')
-}
-
-impl BucketPolicy {
-    /// `Err(reason)` when this policy refuses `bucket`.
-    pub fn check(&self, bucket: Option<&str>) -> Result<(), String> {
-        let p = self;
-        let Some(b) = bucket else {
-            return if p.allow_service {
-                Ok(())
-            } else {
-                Err("requests without a bucket (ListBuckets) are not allowed (allow_service = false)".into())
-            };
-        };
-        if let Some(g) = p.deny.iter().find(|g| glob(g, b)) {
-            return Err(format!("bucket {b:?} matches deny_buckets entry {g:?}"));
-        }
-        match &p.allow {
-            Some(list) if !list.iter().any(|g| glob(g, b)) => {
-                Err(format!("bucket {b:?} is not in the buckets allowlist"))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 /// Why `name` is not a valid OSS bucket name, if it is not: 3 to 63

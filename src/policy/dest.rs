@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use crate::acl::{Acl, Action};
-use crate::policy::bucket::BucketPolicy;
+use crate::policy::statement::Policy;
 
 /// One destination rule: ports it covers and which addresses it allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct DestPolicy {
     /// destinations of that address family.
     pub only_v6: Option<bool>,
     /// Bucket policy for requests to object-storage names (TOML only).
-    pub buckets: Option<BucketPolicy>,
+    pub buckets: Option<Policy>,
 }
 
 impl DestPolicy {
@@ -51,6 +51,23 @@ impl DestPolicy {
             }
         }
         None
+    }
+
+    /// The bucket and object key (as in the path, still encoded) that a
+    /// forwarded request for `host` and origin-form `path` names.
+    pub fn locate(&self, host: &str, path: &str) -> (Option<String>, String) {
+        let bucket = self.bucket_of(host, Some(path));
+        let trimmed = path.trim_start_matches('/');
+        let virtual_hosted = self
+            .rules
+            .iter()
+            .flat_map(|r| &r.names)
+            .any(|n| n.prefix_of(host).is_some());
+        let key = match (&bucket, virtual_hosted) {
+            (Some(_), false) => trimmed.split_once('/').map_or("", |(_, k)| k),
+            _ => trimmed,
+        };
+        (bucket, key.to_string())
     }
 
     /// Whether a rule covering `port` allows the name `host` itself.

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use crate::config::{Gateway, RelayConfig, Target};
 use crate::observe::access::CloseReason;
+use crate::policy::action;
+use crate::policy::statement::Verdict;
 use crate::pump::copy::Meter;
 use crate::pump::stream::{halves, Halvable, Reader, Writer};
 use crate::tls::HandshakeError;
@@ -38,6 +40,11 @@ struct Named<'r> {
     bucket: Option<&'r str>,
     method: &'r str,
     key: &'r str,
+    /// The OSS action the policy saw; `-` before it looked.
+    action: &'static str,
+    access_key: Option<&'r str>,
+    /// The deciding policy statement, numbered from 1.
+    statement: Option<usize>,
 }
 
 /// A request before its head could be parsed.
@@ -46,6 +53,9 @@ const UNNAMED: Named<'static> = Named {
     bucket: None,
     method: "-",
     key: "",
+    action: "-",
+    access_key: None,
+    statement: None,
 };
 
 /// Why an exchange stopped early.
@@ -81,6 +91,7 @@ struct Session<'a> {
 struct Allowed<'a> {
     req: head::Request,
     target: Target<'a>,
+    verdict: Verdict,
 }
 
 /// Serves one client connection until it closes, a request is refused, or
@@ -255,6 +266,7 @@ impl<'a> Session<'a> {
                 bucket: None,
                 method: &req.method,
                 key: &req.path,
+                ..UNNAMED
             };
             self.record(named, denied(421, why), started, (0, sent), None);
             return None;
@@ -272,21 +284,42 @@ impl<'a> Session<'a> {
                 decision: "bad-request",
                 reason: why.into(),
             };
-            self.record(named(&req, &target), outcome, started, (0, sent), None);
+            let named = Named {
+                host: Some(&req.host),
+                bucket: target.bucket.as_deref(),
+                method: &req.method,
+                key: &target.key,
+                ..UNNAMED
+            };
+            self.record(named, outcome, started, (0, sent), None);
             return None;
         }
-        if let Err(why) = gw.check(target.bucket.as_deref()) {
-            let message = format!("{why} (ossrelay bucket policy)");
+        let query = req.target.split_once('?').map_or("", |(_, q)| q);
+        let asked = action::Request {
+            method: &req.method,
+            bucket: target.bucket.as_deref(),
+            key: &target.key,
+            query,
+            signals: &req.signals,
+        };
+        let verdict = gw.policy.judge(&asked, peer.ip());
+        if let Err((_, why)) = &verdict.outcome {
+            let message = format!("{why} (ossrelay endpoint policy)");
             let bucket = target.bucket.as_deref();
             let sent = self
                 .reply_error(403, "AccessDenied", &message, bucket, &req.host)
                 .await;
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: denied {} {}{} from {peer}: {why}", req.method, req.host, req.path);
-            let named = named(&req, &target);
-            self.record(named, denied(403, why), started, (0, sent), None);
+            let named = named(&req, &target, &verdict);
+            let outcome = denied(403, why.clone());
+            self.record(named, outcome, started, (0, sent), None);
             return None;
         }
-        Some(Allowed { req, target })
+        Some(Allowed {
+            req,
+            target,
+            verdict,
+        })
     }
 
     /// Step 3: makes sure an upstream connection to the request's route is
@@ -319,7 +352,13 @@ impl<'a> Session<'a> {
                     decision: "allowed",
                     reason: why,
                 };
-                self.record(named(&a.req, &a.target), outcome, started, (0, sent), None);
+                self.record(
+                    named(&a.req, &a.target, &a.verdict),
+                    outcome,
+                    started,
+                    (0, sent),
+                    None,
+                );
                 false
             }
         }
@@ -374,7 +413,7 @@ impl<'a> Session<'a> {
         started: Instant,
     ) -> bool {
         self.meter.to_client.fetch_add(to, Ordering::Relaxed);
-        let named = named(&a.req, &a.target);
+        let named = named(&a.req, &a.target, &a.verdict);
         let upstream = self.up.as_ref().map(|u| u.addr);
         match result {
             Ok((status, close)) => {
@@ -459,12 +498,18 @@ impl<'a> Session<'a> {
 }
 
 /// What the record of an allowed or denied request names.
-fn named<'r>(req: &'r head::Request, target: &'r Target<'_>) -> Named<'r> {
+fn named<'r>(req: &'r head::Request, target: &'r Target<'_>, v: &'r Verdict) -> Named<'r> {
     Named {
         host: Some(&req.host),
         bucket: target.bucket.as_deref(),
         method: &req.method,
         key: &target.key,
+        action: v.action,
+        access_key: v.access_key.as_deref(),
+        statement: match &v.outcome {
+            Ok(i) | Err((Some(i), _)) => Some(i + 1),
+            Err((None, _)) => None,
+        },
     }
 }
 
@@ -782,6 +827,9 @@ fn record(
         bucket = bucket.unwrap_or("-"),
         method,
         key,
+        action = n.action,
+        access_key = n.access_key.unwrap_or("-"),
+        statement = n.statement.unwrap_or(0),
         upstream = %upstream,
         status = o.status,
         bytes_from_client = from,

@@ -251,7 +251,7 @@ pub(super) async fn serve(
     // Set by connect for an absolute-form request: relay just it.
     let mut one_request = None;
     let connected = tokio::select! {
-        r = connect(ctx, &mut client, policy, meter, &mut one_request) => r,
+        r = connect(ctx, &mut client, peer, policy, meter, &mut one_request) => r,
         _ = force.cancelled() => Err(CloseReason::Shutdown),
     };
     let (mut upstream, addr) = match connected {
@@ -293,6 +293,7 @@ pub(super) async fn serve(
 async fn connect(
     ctx: &Context,
     client: &mut TcpStream,
+    peer: SocketAddr,
     policy: &DestPolicy,
     meter: &Meter,
     one_request: &mut Option<OneRequest>,
@@ -329,37 +330,33 @@ async fn connect(
     // unambiguous. Without one (stone's proxy) the pair is spliced as
     // stone does: later requests go to the same, already checked,
     // destination.
-    let early = if target.tunnel || policy.buckets.is_none() {
-        early
+    // Under a bucket policy an absolute-form request is parsed in full: the
+    // policy reads its method, query and signature headers.
+    let req = if target.tunnel || policy.buckets.is_none() {
+        None
     } else {
-        let req = match crate::wire::http_head::parse_request(&head) {
-            Ok(r) => r,
+        match crate::wire::http_head::parse_request(&head) {
+            Ok(r) => Some(r),
             Err(why) => {
                 tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy request: {why}", ctx.id);
                 refuse(client, 400, why).await;
                 return Err(CloseReason::BadRequest);
             }
-        };
-        *one_request = Some(OneRequest {
-            early,
-            framing: req.framing,
-            head_request: req.method == "HEAD",
-        });
-        Vec::new()
+        }
     };
-    if let Some(bp) = &policy.buckets {
-        let path = (!target.tunnel)
-            .then(|| {
-                String::from_utf8_lossy(&target.head)
-                    .split(' ')
-                    .nth(1)
-                    .map(str::to_string)
-            })
-            .flatten();
-        if path
-            .as_deref()
-            .is_some_and(crate::wire::http_head::has_dot_segment)
-        {
+    let early = match &req {
+        None => early,
+        Some(req) => {
+            *one_request = Some(OneRequest {
+                early,
+                framing: req.framing,
+                head_request: req.method == "HEAD",
+            });
+            Vec::new()
+        }
+    };
+    if let (Some(bp), Some(req)) = (&policy.buckets, &req) {
+        if crate::wire::http_head::has_dot_segment(&req.path) {
             // A path-style bucket could change under an upstream that
             // resolves the segment.
             let why = "a request path may not have '.' or '..' segments under a bucket policy";
@@ -367,22 +364,44 @@ async fn connect(
             refuse(client, 400, why).await;
             return Err(CloseReason::BadRequest);
         }
-        let bucket = policy.bucket_of(&target.host, path.as_deref());
-        if let Err(why) = bp.check(bucket.as_deref()) {
+        let (bucket, key) = policy.locate(&target.host, &req.path);
+        let asked = crate::policy::action::Request {
+            method: &req.method,
+            bucket: bucket.as_deref(),
+            key: &key,
+            query: req.target.split_once('?').map_or("", |(_, q)| q),
+            signals: &req.signals,
+        };
+        let verdict = bp.judge(&asked, peer.ip());
+        if let Err((statement, why)) = &verdict.outcome {
+            tracing::warn!(
+                relay = %cfg.name,
+                action = verdict.action,
+                access_key = verdict.access_key.as_deref().unwrap_or("-"),
+                bucket = bucket.as_deref().unwrap_or("-"),
+                key = %key,
+                statement = statement.map_or(0, |i| i + 1),
+                "{} TCP {fd}: proxy denied {} http://{}{}: {why}", ctx.id, req.method, target.host, req.path
+            );
+            let reply = crate::wire::oss_error::error_response(
+                403,
+                "AccessDenied",
+                &format!("{why} (ossrelay endpoint policy)"),
+                bucket.as_deref(),
+                &target.host,
+            );
+            let _ = client.write_all(&reply).await;
+            let _ = client.shutdown().await;
+            return Err(CloseReason::RefusedDestination);
+        }
+    }
+    if let (Some(bp), true) = (&policy.buckets, target.tunnel) {
+        let bucket = policy.bucket_of(&target.host, None);
+        if let crate::policy::statement::Decision::Denied { reason: why, .. } =
+            bp.decide_opaque(bucket.as_deref(), peer.ip())
+        {
             tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy denied {}:{}: {why}", ctx.id, target.host, target.port);
-            if target.tunnel {
-                refuse(client, 403, &why).await;
-            } else {
-                let reply = crate::wire::oss_error::error_response(
-                    403,
-                    "AccessDenied",
-                    &format!("{why} (ossrelay bucket policy)"),
-                    bucket.as_deref(),
-                    &target.host,
-                );
-                let _ = client.write_all(&reply).await;
-                let _ = client.shutdown().await;
-            }
+            refuse(client, 403, &why).await;
             return Err(CloseReason::RefusedDestination);
         }
     }
@@ -431,7 +450,9 @@ async fn connect(
             Hello::Bad(_) | Hello::Closed => return Err(CloseReason::BadRequest),
         };
         let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
-        if let Err(why) = bp.check(bucket.as_deref()) {
+        if let crate::policy::statement::Decision::Denied { reason: why, .. } =
+            bp.decide_opaque(bucket.as_deref(), peer.ip())
+        {
             tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", ctx.id, target.host);
             let sent = sni::alert(client, sni::ACCESS_DENIED).await;
             meter

@@ -129,7 +129,7 @@ pub(super) async fn serve(
     // Passthrough sees no path: a bucket comes only from a virtual-hosted
     // name; the bare endpoint counts as a request without a bucket.
     let bucket = target.bucket;
-    if let Err(why) = gw.check(bucket.as_deref()) {
+    if let Err(why) = gw.check(bucket.as_deref(), peer.ip()) {
         tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer} {host}: {why}");
         let sent = alert(&mut client, ACCESS_DENIED).await;
         meter.to_client.fetch_add(sent, Ordering::Relaxed);

@@ -35,6 +35,23 @@ pub struct Request {
     pub framing: Framing,
     /// HTTP/1.0 without keep-alive, or `Connection: close`.
     pub close: bool,
+    /// The headers the endpoint policy reads.
+    pub signals: Signals,
+}
+
+/// The request headers that say who signed a request and which other
+/// resources it names. Each is refused when sent twice: an upstream might
+/// read the other copy than the policy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// `Authorization`.
+    pub authorization: Option<String>,
+    /// `x-oss-copy-source` or `x-amz-copy-source` (only one may be sent).
+    pub copy_source: Option<String>,
+    /// `x-oss-symlink-target`.
+    pub symlink_target: Option<String>,
+    /// `Content-Type: multipart/form-data` (a PostObject form upload).
+    pub form_upload: bool,
 }
 
 /// What the gateway needs from a response head.
@@ -248,6 +265,49 @@ fn host_only(value: &str) -> Result<String, &'static str> {
     Ok(host.trim_end_matches('.').to_ascii_lowercase())
 }
 
+/// The one value of header `name`, if sent; `Err(twice)` if sent twice.
+fn single(
+    fields: &Fields<'_>,
+    name: &str,
+    twice: &'static str,
+) -> Result<Option<String>, &'static str> {
+    let mut v = fields.values(name);
+    match (v.next(), v.next()) {
+        (None, _) => Ok(None),
+        (Some(one), None) => Ok(Some(String::from_utf8_lossy(one).trim().to_string())),
+        _ => Err(twice),
+    }
+}
+
+fn signals(fields: &Fields<'_>) -> Result<Signals, &'static str> {
+    let oss_copy = single(
+        fields,
+        "x-oss-copy-source",
+        "duplicate x-oss-copy-source header",
+    )?;
+    let amz_copy = single(
+        fields,
+        "x-amz-copy-source",
+        "duplicate x-amz-copy-source header",
+    )?;
+    let copy_source = match (oss_copy, amz_copy) {
+        (Some(_), Some(_)) => return Err("both x-oss-copy-source and x-amz-copy-source"),
+        (a, b) => a.or(b),
+    };
+    Ok(Signals {
+        authorization: single(fields, "authorization", "duplicate Authorization header")?,
+        copy_source,
+        symlink_target: single(
+            fields,
+            "x-oss-symlink-target",
+            "duplicate x-oss-symlink-target header",
+        )?,
+        form_upload: fields
+            .values("content-type")
+            .any(|v| v.len() >= 19 && v[..19].eq_ignore_ascii_case(b"multipart/form-data")),
+    })
+}
+
 /// Parses a complete request head (ending in the empty line).
 pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
     let (start, fields) = split(head)?;
@@ -296,6 +356,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
         .map_or(path_and_query.clone(), |(p, _)| p.to_string());
     let framing = fields.framing()?.unwrap_or(Framing::None);
     let close = fields.closes(minor);
+    let signals = signals(&fields)?;
     Ok(Request {
         method,
         target,
@@ -303,6 +364,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
         host,
         framing,
         close,
+        signals,
     })
 }
 

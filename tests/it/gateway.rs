@@ -149,7 +149,7 @@ async fn hostile_framing_gets_400_and_is_never_forwarded() {
     // request it cannot act on, and the client gets 400.
     let reply = exchange(
         relay.addr,
-        b"POST / HTTP/1.1\r\nHost: good.oss.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"PUT /k HTTP/1.1\r\nHost: good.oss.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "bad chunk size: {reply}");

@@ -44,6 +44,7 @@ fn blog_topology_with_real_clients() {
         "dns",
         "gateway",
         "gateway-tls",
+        "policy",
         "proxy",
     ] {
         run(kind);
