@@ -12,6 +12,7 @@ const RUN_EXAMPLES: &str = "\
 Examples:
   ossrelay run -c examples/oss-tokyo.toml
   ossrelay run -c /etc/ossrelay/relay.toml --check
+  ossrelay run -c relay.toml --check --explain    # print each relay's policy statements
   ossrelay run -c relay.toml --log-format json --log-file /var/log/ossrelay.log";
 
 /// A fast, policy-aware relay for private access to Alibaba Cloud OSS
@@ -34,6 +35,10 @@ enum Command {
         /// Validate the config, print "ok" or every problem, and exit (0 or 2).
         #[arg(long)]
         check: bool,
+        /// With --check: print each relay's endpoint policy as the numbered
+        /// statements it is evaluated as (shorthand keys included).
+        #[arg(long, requires = "check")]
+        explain: bool,
         /// Override the config's log format.
         #[arg(long, value_enum, value_name = "FORMAT")]
         log_format: Option<FormatArg>,
@@ -302,9 +307,10 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             check,
+            explain,
             log_format,
             log_file,
-        } => run(config, check, log_format, log_file),
+        } => run(config, check, explain, log_format, log_file),
     }
 }
 
@@ -630,7 +636,33 @@ fn stone(mut args: Vec<String>, mut print_toml: bool) -> ExitCode {
     ))
 }
 
-fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathBuf>) -> ExitCode {
+/// `run --check --explain`: each relay's statements, numbered as denials
+/// and access records number them.
+fn explain(config: &Config) -> String {
+    let mut out = String::new();
+    for r in &config.relays {
+        let Some(p) = r.endpoint_policy() else {
+            continue;
+        };
+        out.push_str(&format!(
+            "relay {:?} ({}): deny wins, then any allow, else deny\n",
+            r.name,
+            r.service.label()
+        ));
+        for (i, s) in p.statements.iter().enumerate() {
+            out.push_str(&format!("  {}. {s}    [{}]\n", i + 1, s.origin));
+        }
+    }
+    out
+}
+
+fn run(
+    path: PathBuf,
+    check: bool,
+    explain_policy: bool,
+    format: Option<FormatArg>,
+    file: Option<PathBuf>,
+) -> ExitCode {
     let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -640,6 +672,9 @@ fn run(path: PathBuf, check: bool, format: Option<FormatArg>, file: Option<PathB
         }
     };
     if check {
+        if explain_policy {
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), explain(&config).as_bytes());
+        }
         let _ = std::io::Write::write_all(&mut std::io::stdout(), b"ok\n");
         return ExitCode::SUCCESS;
     }

@@ -218,6 +218,15 @@ impl RelayConfig {
         }
     }
 
+    /// The endpoint policy of an http, tls or proxy relay, if it has one.
+    pub fn endpoint_policy(&self) -> Option<&crate::policy::statement::Policy> {
+        match &self.service {
+            Service::Http(g) | Service::Sni(g) => Some(&g.policy),
+            Service::Proxy(d) => d.buckets.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The forwarding settings of a tcp relay.
     pub fn forward(&self) -> Option<&Forward> {
         match &self.service {

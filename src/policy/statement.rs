@@ -158,7 +158,7 @@ impl fmt::Display for Statement {
             f,
             "{effect} {} on {}",
             list(&self.actions, "*"),
-            list(&self.buckets, "*")
+            list(&self.buckets, "any bucket")
         )?;
         if let Some(k) = &self.keys {
             write!(f, "/{}", k.join(","))?;

@@ -454,3 +454,52 @@ fn the_store_listens_on_a_host_name() {
     assert!(err.contains("/nonexistent/oss-root"), "{err}");
     assert_eq!(out.status.code(), Some(2), "{err}");
 }
+
+/// `--check --explain` numbers the statements as denials do, shorthand
+/// included; a policy mistake is reported with its key and line, and a
+/// tls (SNI) relay refuses what it cannot see.
+#[test]
+fn check_explains_the_policy_and_names_policy_mistakes() {
+    let dir = TempDir::new("policy-check");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/endpoint-policy.toml");
+    let out = Command::new(bin())
+        .args(["run", "--check", "--explain", "-c"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("  2. deny oss:DeleteObject,oss:DeleteBucket on any bucket")
+            && text.contains("  4. deny * on logs-secret")
+            && text.contains("  5. allow oss:ListBuckets on any bucket    [allow_service]")
+            && text.ends_with("ok\n"),
+        "{text}"
+    );
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[relay]]\nname = \"gw\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:18080\"\ndefault_route = \"oss.test:80\"\n\n[[relay.policy]]\neffect = \"permit\"\nactions = [\"s3:GetObject\", \"oss:getobject\", \"oss:Get*\"]\nsources = [\"10.0.0.0/33\"]\n\n[[relay]]\nname = \"sni\"\nprotocol = \"tls\"\nlisten = \"127.0.0.1:18443\"\ndefault_route = \"oss.test:443\"\n\n[[relay.policy]]\neffect = \"allow\"\nbuckets = [\"logs-*\"]\nkeys = [\"uploads/*\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "relay[0].policy[0].effect (line 8): \"permit\": expected \"allow\" or \"deny\"",
+        "relay[0].policy[0].actions[0] (line 9): \"s3:GetObject\" is not an OSS RAM action; did you mean \"oss:GetObject\"?",
+        "relay[0].policy[0].actions[1] (line 9): \"oss:getobject\" is not an OSS RAM action; did you mean \"oss:GetObject\"?",
+        "relay[0].policy[0].sources[0] (line 10):",
+        "relay[1].policy[0] (line 18): a protocol = \"tls\" relay sees only the bucket name",
+    ] {
+        assert!(err.contains(want), "want {want:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("oss:Get*"),
+        "a glob that matches actions is fine: {err}"
+    );
+}

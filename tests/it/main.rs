@@ -9,6 +9,7 @@ mod gateway;
 mod helpers;
 mod layers;
 mod pki;
+mod policy;
 mod proxy_protocol;
 mod stone_diff;
 #[cfg(feature = "store")]
