@@ -162,8 +162,8 @@ async fn statements_limit_actions_keys_access_keys_and_sources() {
     };
     let cases: Vec<(String, u16, &str)> = vec![
         (format!("GET /a HTTP/1.1\r\nHost: logs-app.oss.test\r\n{}\r\n", v4("LTAIgood1")), 200, ""),
-        (format!("PUT /a HTTP/1.1\r\nHost: logs-app.oss.test\r\nAuthorization: OSS LTAIgood1:c2ln\r\nContent-Length: 1\r\n\r\nx"), 200, ""),
-        (format!("GET /a HTTP/1.1\r\nHost: logs-app.oss.test\r\nAuthorization: AWS4-HMAC-SHA256 Credential=STS.tmp/20261204/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n"), 200, ""),
+        ("PUT /a HTTP/1.1\r\nHost: logs-app.oss.test\r\nAuthorization: OSS LTAIgood1:c2ln\r\nContent-Length: 1\r\n\r\nx".to_string(), 200, ""),
+        ("GET /a HTTP/1.1\r\nHost: logs-app.oss.test\r\nAuthorization: AWS4-HMAC-SHA256 Credential=STS.tmp/20261204/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n".to_string(), 200, ""),
         (format!("GET /a HTTP/1.1\r\nHost: logs-app.oss.test\r\n{}\r\n", v4("LTAIevil")), 403, "for access key LTAIevil"),
         ("GET /a?OSSAccessKeyId=LTAIevil&Expires=9&Signature=s HTTP/1.1\r\nHost: logs-app.oss.test\r\n\r\n".into(), 403, "LTAIevil"),
         ("GET /a?x-oss-credential=LTAIevil%2F20261204%2Fcn%2Foss%2Faliyun_v4_request&x-oss-signature=s HTTP/1.1\r\nHost: logs-app.oss.test\r\n\r\n".into(), 403, "LTAIevil"),
