@@ -596,8 +596,11 @@ fn observe(
     let mut last = (String::new(), String::new());
     for _ in 0..5 {
         last = observe_once(c, program, prefix, ports, dir, tag);
+        // With -L the bind error goes to the log file, not stderr.
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        let said = |what: &str| last.1.contains(what) || log.contains(what);
         let bind_failed = last.0.starts_with("exited early")
-            && (last.1.contains("Can't bind") || last.1.contains("address already in use"));
+            && (said("Can't bind") || said("address already in use"));
         if !bind_failed {
             break;
         }
