@@ -35,6 +35,27 @@ pub struct Gateway {
     pub policy: Policy,
     /// Time allowed for a request head.
     pub head_timeout: Duration,
+    /// Idle upstream connections kept for reuse.
+    pub pool: PoolSettings,
+}
+
+/// `upstream_keepalive`: how many idle upstream connections each worker
+/// thread keeps per route, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// 0: every client connection opens its own upstream connection.
+    pub max_idle: usize,
+    /// An idle connection older than this is closed, not reused.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_idle: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Where one request goes and which bucket it names.
@@ -142,6 +163,29 @@ impl Validator<'_> {
         let head_timeout = self
             .duration(&key("header_timeout"), &r.header_timeout)
             .unwrap_or(DEFAULT_HEAD_TIMEOUT);
+        let mut pool = PoolSettings::default();
+        if let Some(k) = &r.upstream_keepalive {
+            if sni {
+                self.problem(&key("upstream_keepalive"), k, "a tls relay passes each connection through whole; pooling applies to protocol = \"http\" only".into());
+            }
+            let k = k.get_ref();
+            if let Some(n) = k.max_idle {
+                pool.max_idle = n;
+            }
+            if let Some(t) = self.duration(&key("upstream_keepalive.idle_timeout"), &k.idle_timeout)
+            {
+                pool.idle_timeout = t;
+            }
+        }
+        // A PROXY header belongs to one client: its connection is never
+        // handed to another.
+        let sends_proxy = r
+            .proxy_protocol
+            .as_ref()
+            .is_some_and(|p| p.get_ref().send.is_some());
+        if sni || sends_proxy {
+            pool.max_idle = 0;
+        }
         if self.problems.len() != before {
             return None;
         }
@@ -150,6 +194,7 @@ impl Validator<'_> {
             default_route,
             policy,
             head_timeout,
+            pool,
         })
     }
 
@@ -303,6 +348,7 @@ impl Validator<'_> {
             ("deny_buckets", r.deny_buckets.is_some() && !proxy),
             ("allow_service", r.allow_service.is_some() && !proxy),
             ("header_timeout", r.header_timeout.is_some()),
+            ("upstream_keepalive", r.upstream_keepalive.is_some()),
         ];
         for (k, present) in set {
             if present {
@@ -361,6 +407,7 @@ mod tests {
                 ],
             },
             head_timeout: DEFAULT_HEAD_TIMEOUT,
+            pool: PoolSettings::default(),
         }
     }
 

@@ -15,7 +15,7 @@ mod tls;
 mod upstream;
 
 pub use dns::DnsConfig;
-pub use gateway::{Gateway, Route, Target, DEFAULT_HEAD_TIMEOUT};
+pub use gateway::{Gateway, PoolSettings, Route, Target, DEFAULT_HEAD_TIMEOUT};
 pub use relay::{
     Backup, Forward, HealthPort, Keepalive, Protocol, ProxyProtocol, RelayConfig, Service,
 };

@@ -126,6 +126,8 @@ pub struct RawRelay {
     pub policy: Option<Vec<Spanned<RawStatement>>>,
     /// `protocol = "http"`: time allowed for a request head.
     pub header_timeout: Option<Spanned<String>>,
+    /// `protocol = "http"`: the pool of idle upstream connections.
+    pub upstream_keepalive: Option<Spanned<RawUpstreamKeepalive>>,
     /// PROXY protocol in and out.
     pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
 }
@@ -140,6 +142,17 @@ pub struct RawProxyProtocol {
     pub accept_from: Option<Vec<String>>,
     /// Send this header version to the upstream.
     pub send: Option<String>,
+}
+
+/// `upstream_keepalive = { max_idle = 64, idle_timeout = "30s" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamKeepalive {
+    /// Idle connections kept per upstream and worker thread; 0 turns
+    /// pooling off.
+    pub max_idle: Option<usize>,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Option<Spanned<String>>,
 }
 
 /// One `[[relay.policy]]` statement.

@@ -10,6 +10,7 @@
 //! never a service or the listener.
 
 pub mod ident;
+pub mod pool;
 mod script;
 
 use std::io;

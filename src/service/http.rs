@@ -3,8 +3,9 @@
 //! byte for byte to the route's upstream, framing bodies and responses so
 //! that every request gets its own access record.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::config::{Gateway, RelayConfig, Target};
+use crate::connector::pool::{self, Pool};
 use crate::observe::access::CloseReason;
 use crate::policy::action;
 use crate::policy::statement::Verdict;
@@ -45,6 +47,8 @@ struct Named<'r> {
     access_key: Option<&'r str>,
     /// The deciding policy statement, numbered from 1.
     statement: Option<usize>,
+    /// The upstream connection came from the pool.
+    reused: bool,
 }
 
 /// A request before its head could be parsed.
@@ -56,6 +60,7 @@ const UNNAMED: Named<'static> = Named {
     action: "-",
     access_key: None,
     statement: None,
+    reused: false,
 };
 
 /// Why an exchange stopped early.
@@ -174,16 +179,54 @@ pub(super) async fn serve(
         let Some(allowed) = s.decide(end, started).await else {
             return (last, s.ended());
         };
-        if !s.reach(&allowed, started).await {
+        if !s.reach(&allowed, started, true).await {
             return (last, s.ended());
         }
         last = s.up.as_ref().map(|u| u.addr);
+        // A pooled connection the upstream closed just as it was taken
+        // must not fail the request: one whose body (if any) has already
+        // arrived whole is sent again on a new connection if nothing of a
+        // response came back.
+        let whole = match allowed.req.framing {
+            Framing::None => Some(end),
+            Framing::Length(n) => usize::try_from(n)
+                .ok()
+                .map(|n| end + n)
+                .filter(|&all| all <= s.buf.len()),
+            _ => None,
+        };
+        let replay = whole
+            .filter(|_| s.up.as_ref().is_some_and(|u| u.just_taken))
+            .map(|all| s.buf[..all].to_vec());
         // Per request: bytes forwarded each way (head included).
         let (sent_up, sent_down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let result = tokio::select! {
+        let mut result = tokio::select! {
             r = s.exchange(end, &allowed.req, &sent_up, &sent_down) => r,
             _ = &mut cancelled => Err(Stop::Io("shutting down".into())),
         };
+        if let (Some(again), Err(Stop::Io(_) | Stop::BadResponse(_))) = (replay, &result) {
+            if sent_down.load(Ordering::Relaxed) == 0 {
+                tracing::debug!(relay = %cfg.name, "{} TCP {}: a pooled upstream connection failed before any response; sending the request again on a new one", ctx.id, s.fd);
+                drop(s.up.take());
+                // `sent_up` counts this request's bytes gone from `buf`
+                // (sent, or stripped); the rest of it is still at the front,
+                // and anything after it (a pipelined request) follows.
+                let sent = usize::try_from(sent_up.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+                let pending = again.len().saturating_sub(sent).min(s.buf.len());
+                let rest = s.buf.split_off(pending);
+                s.buf = again;
+                s.buf.extend_from_slice(&rest);
+                if !s.reach(&allowed, started, false).await {
+                    return (last, s.ended());
+                }
+                last = s.up.as_ref().map(|u| u.addr);
+                sent_up.store(0, Ordering::Relaxed);
+                result = tokio::select! {
+                    r = s.exchange(end, &allowed.req, &sent_up, &sent_down) => r,
+                    _ = &mut cancelled => Err(Stop::Io("shutting down".into())),
+                };
+            }
+        }
         let sent = (
             sent_up.load(Ordering::Relaxed),
             sent_down.load(Ordering::Relaxed),
@@ -194,7 +237,25 @@ pub(super) async fn serve(
     }
 }
 
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl<'a> Session<'a> {
+    /// Puts the upstream connection back in this thread's pool if its last
+    /// response completed and kept it alive; closes it otherwise.
+    fn release(&mut self) {
+        let Some(u) = self.up.take() else {
+            return;
+        };
+        if u.reusable && u.buf.is_empty() && self.gw.pool.max_idle > 0 {
+            let (key, fd) = (u.key, u.fd);
+            POOL.with(|p| p.borrow_mut().put(key, fd, u, &self.gw.pool));
+        }
+    }
+
     /// Why the connection ended when the loop stops on its own.
     fn ended(&self) -> CloseReason {
         if self.drain.is_cancelled() {
@@ -324,16 +385,33 @@ impl<'a> Session<'a> {
 
     /// Step 3: makes sure an upstream connection to the request's route is
     /// open. False (after a 502) when it cannot be reached.
-    async fn reach(&mut self, a: &Allowed<'_>, started: Instant) -> bool {
-        if self.up.as_ref().is_some_and(|u| u.route == a.target.route) {
+    /// `pooled`: an idle connection from the pool may serve.
+    async fn reach(&mut self, a: &Allowed<'_>, started: Instant, pooled: bool) -> bool {
+        if let Some(u) = self.up.as_mut().filter(|u| u.route == a.target.route) {
+            u.reusable = false;
+            u.just_taken = false;
             return true;
         }
-        // A different route needs a different upstream connection.
-        drop(self.up.take());
+        // A different route needs a different upstream connection: this
+        // one goes back to the pool, and the route's comes from it.
+        self.release();
+        let pool = &self.gw.pool;
+        let key = pool::key(self.ctx.id, a.target.route, a.target.upstream);
+        if let Some(mut u) = pooled
+            .then(|| POOL.with(|p| p.borrow_mut().take(key, pool)))
+            .flatten()
+        {
+            u.reusable = false;
+            u.reused = true;
+            u.just_taken = true;
+            self.up = Some(u);
+            return true;
+        }
         match connect(self.ctx, a.target.upstream, self.peer, self.local).await {
             Ok(u) => {
                 self.up = Some(Upstream {
                     route: a.target.route,
+                    key: pool::key(self.ctx.id, a.target.route, a.target.upstream),
                     ..u
                 });
                 true
@@ -378,10 +456,19 @@ impl<'a> Session<'a> {
         let Some(u) = self.up.as_mut() else {
             return Err(Stop::Io("no upstream connection".into()));
         };
+        // With pooling, the client's `Connection: close` is the client's:
+        // the upstream connection stays open for the next client.
+        let stripped = if req.close && self.gw.pool.max_idle > 0 {
+            head::strip_connection_close(&mut self.buf, end)
+        } else {
+            0
+        };
+        // Counted as read from the client, though not forwarded.
+        sent_up.fetch_add(stripped as u64, Ordering::Relaxed);
         let body = forward_body(
             &mut self.cr,
             &mut self.buf,
-            end,
+            end - stripped,
             &mut u.w,
             req.framing,
             idle,
@@ -413,10 +500,14 @@ impl<'a> Session<'a> {
         started: Instant,
     ) -> bool {
         self.meter.to_client.fetch_add(to, Ordering::Relaxed);
-        let named = named(&a.req, &a.target, &a.verdict);
+        let mut named = named(&a.req, &a.target, &a.verdict);
+        named.reused = self.up.as_ref().is_some_and(|u| u.reused);
         let upstream = self.up.as_ref().map(|u| u.addr);
         match result {
             Ok((status, close)) => {
+                if let Some(u) = self.up.as_mut() {
+                    u.reusable = !close;
+                }
                 let outcome = Outcome {
                     status,
                     decision: "allowed",
@@ -510,6 +601,7 @@ fn named<'r>(req: &'r head::Request, target: &'r Target<'_>, v: &'r Verdict) -> 
             Ok(i) | Err((Some(i), _)) => Some(i + 1),
             Err((None, _)) => None,
         },
+        reused: false,
     }
 }
 
@@ -587,6 +679,23 @@ struct Upstream {
     r: Reader,
     w: Writer,
     buf: Vec<u8>,
+    /// The socket, to check a pooled connection before reuse.
+    fd: RawFd,
+    /// Its pool key.
+    key: pool::Key,
+    /// The last response was complete and kept the connection alive.
+    reusable: bool,
+    /// It came from the pool.
+    reused: bool,
+    /// It came from the pool for the request now in flight, so it may have
+    /// been closed by the upstream just before the request went out.
+    just_taken: bool,
+}
+
+thread_local! {
+    /// This worker thread's idle upstream connections (see
+    /// `connector::pool`: a socket belongs to one thread's runtime).
+    static POOL: RefCell<Pool<Upstream>> = RefCell::new(Pool::default());
 }
 
 async fn connect(
@@ -598,6 +707,7 @@ async fn connect(
     let connector = &ctx.connector;
     let (tcp, addr) = connector.connect_one(target).await?;
     let _ = tcp.set_nodelay(true);
+    let fd = tcp.as_raw_fd();
     connector
         .send_proxy_header(&tcp, peer, local)
         .await
@@ -622,6 +732,11 @@ async fn connect(
         r,
         w,
         buf: Vec::new(),
+        fd,
+        key: pool::key(ctx.id, None, target),
+        reusable: false,
+        reused: false,
+        just_taken: false,
     })
 }
 
@@ -830,6 +945,7 @@ fn record(
         action = n.action,
         access_key = n.access_key.unwrap_or("-"),
         statement = n.statement.unwrap_or(0),
+        upstream_reused = n.reused,
         upstream = %upstream,
         status = o.status,
         bytes_from_client = from,

@@ -308,6 +308,42 @@ fn signals(fields: &Fields<'_>) -> Result<Signals, &'static str> {
     })
 }
 
+/// Removes every `Connection: close` line from the request head in
+/// `buf[..end]` and returns how many bytes went. The gateway does this
+/// when it keeps upstream connections for reuse: `Connection` is
+/// hop-by-hop, signed by no OSS or S3 signature, and the client's wish to
+/// close is honoured on the client side. Other Connection values stay.
+pub fn strip_connection_close(buf: &mut Vec<u8>, end: usize) -> usize {
+    let Some(first) = buf[..end].windows(2).position(|w| w == b"\r\n") else {
+        return 0;
+    };
+    let mut at = first + 2;
+    let mut end = end;
+    let mut removed = 0;
+    while let Some(len) = buf[at..end].windows(2).position(|w| w == b"\r\n") {
+        if len == 0 {
+            break;
+        }
+        let line = &buf[at..at + len];
+        let close = line
+            .split(|&b| b == b':')
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"connection"))
+            && line
+                .splitn(2, |&b| b == b':')
+                .nth(1)
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"close"));
+        if close {
+            buf.drain(at..at + len + 2);
+            end -= len + 2;
+            removed += len + 2;
+        } else {
+            at += len + 2;
+        }
+    }
+    removed
+}
+
 /// Parses a complete request head (ending in the empty line).
 pub fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
     let (start, fields) = split(head)?;
@@ -469,6 +505,26 @@ impl Chunked {
             }
         }
         Ok((i, self.state == ChunkState::Done))
+    }
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    #[test]
+    fn only_connection_close_lines_go() {
+        let head = b"GET /k HTTP/1.1\r\nHost: b.oss.test\r\nconnection:  Close \r\nX-A: connection: close\r\nConnection: TE\r\n\r\nBODY";
+        let mut buf = head.to_vec();
+        let end = head_end(&buf).unwrap();
+        let n = strip_connection_close(&mut buf, end);
+        assert_eq!(n, "connection:  Close \r\n".len());
+        assert_eq!(
+            buf,
+            b"GET /k HTTP/1.1\r\nHost: b.oss.test\r\nX-A: connection: close\r\nConnection: TE\r\n\r\nBODY".to_vec()
+        );
+        let req = parse_request(&buf[..end - n]).unwrap();
+        assert!(!req.close);
     }
 }
 

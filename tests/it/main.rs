@@ -10,6 +10,7 @@ mod helpers;
 mod layers;
 mod pki;
 mod policy;
+mod pool;
 mod proxy_protocol;
 mod stone_diff;
 #[cfg(feature = "store")]

@@ -20,8 +20,8 @@ const DOMAIN: &str = "oss-ap-northeast-1-internal.aliyuncs.com";
 /// A store served by a task of this test (not a child process, so not a
 /// `helpers::Running`): it binds 127.0.0.1:0 itself, so it is ready as soon
 /// as it exists. Stopped on drop, then its root is removed.
-struct InProcessStore {
-    addr: SocketAddr,
+pub(crate) struct InProcessStore {
+    pub(crate) addr: SocketAddr,
     stop: CancellationToken,
     _dir: TempDir,
 }
@@ -32,7 +32,7 @@ impl Drop for InProcessStore {
     }
 }
 
-async fn start_store(tag: &str, keys: bool) -> InProcessStore {
+pub(crate) async fn start_store(tag: &str, keys: bool) -> InProcessStore {
     let dir = TempDir::new(tag);
     ossrelay::store::create_buckets(&dir.0, &["aws-alibaba-oss".to_string()]).unwrap();
     let store = Store::new(&StoreConfig {
