@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -17,7 +18,6 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use super::batch::{Batched, Sink, WhenFull};
 use super::time::Civil;
 use crate::config::LogFormat;
 
@@ -190,42 +190,41 @@ where
 }
 
 /// Installs the global subscriber with an explicit filter (stone's `-d`
-/// levels), writing to `file` or stderr through a batching writer thread
-/// ([`super::batch`]). `RUST_LOG` overrides the filter.
-pub fn init_filter(
-    format: LogFormat,
-    filter: &str,
-    file: Option<&Path>,
-    when_full: WhenFull,
-) -> io::Result<()> {
-    let env = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let (sink, format) = match (format, file) {
+/// levels), writing to `file` or stderr. `RUST_LOG` overrides the filter.
+pub fn init_filter(format: LogFormat, filter: &str, file: Option<&Path>) -> io::Result<()> {
+    let filter_text = filter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .event_format(LineFormat::new(format));
+    let _ = match (format, file) {
         (LogFormat::Syslog, _) => match Syslog::connect(Path::new(SYSLOG_SOCKET)) {
-            Ok(sys) => (Sink::Syslog(sys.0), format),
+            Ok(sys) => builder.with_writer(Arc::new(sys)).try_init(),
             Err(e) => {
                 // stone loses its log silently here; say so and keep it.
                 eprintln!("ossrelay: {e}; logging to stderr instead");
-                (Sink::Stderr, LogFormat::Text)
+                tracing_subscriber::fmt()
+                    .with_env_filter(
+                        EnvFilter::try_from_default_env()
+                            .unwrap_or_else(|_| EnvFilter::new(filter_text)),
+                    )
+                    .event_format(LineFormat::new(LogFormat::Text))
+                    .with_writer(io::stderr)
+                    .try_init()
             }
         },
-        (_, Some(path)) => (Sink::File(open_log(path)?), format),
-        (_, None) => (Sink::Stderr, format),
+        (_, Some(path)) => builder.with_writer(Arc::new(open_log(path)?)).try_init(),
+        (_, None) => builder.with_writer(io::stderr).try_init(),
     };
-    let writer = Batched::start(sink, when_full)?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(env())
-        .event_format(LineFormat::new(format))
-        .with_writer(writer)
-        .try_init();
     Ok(())
 }
 
 /// The local syslog socket.
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 
-/// A connected syslog socket; the batch writer sends one datagram per line.
+/// One datagram per log line to a syslog socket.
 #[derive(Debug)]
-pub struct Syslog(pub std::os::unix::net::UnixDatagram);
+pub struct Syslog(std::os::unix::net::UnixDatagram);
 
 impl Syslog {
     /// Connects to the syslog socket at `path`; errors name it.
@@ -238,6 +237,18 @@ impl Syslog {
             )
         })?;
         Ok(Syslog(sock))
+    }
+}
+
+impl io::Write for &Syslog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let line = buf.strip_suffix(b"\n").unwrap_or(buf);
+        // A full or missing syslog daemon must not stop the relay.
+        let _ = self.0.send(line);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -256,14 +267,9 @@ fn open_log(path: &Path) -> io::Result<std::fs::File> {
 
 /// Installs the global subscriber. `level` is a default that `RUST_LOG`
 /// overrides. Errors name the log file that could not be opened.
-pub fn init(
-    format: LogFormat,
-    level: &str,
-    file: Option<&Path>,
-    when_full: WhenFull,
-) -> io::Result<()> {
+pub fn init(format: LogFormat, level: &str, file: Option<&Path>) -> io::Result<()> {
     // A second init (tests, the demo) keeps the first subscriber; that is fine.
-    init_filter(format, &format!("warn,ossrelay={level}"), file, when_full)
+    init_filter(format, &format!("warn,ossrelay={level}"), file)
 }
 
 #[cfg(test)]
@@ -275,11 +281,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ossrelay-syslog-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         let server = std::os::unix::net::UnixDatagram::bind(&dir).unwrap();
-        let sys = Batched::start(
-            Sink::Syslog(Syslog::connect(&dir).unwrap().0),
-            WhenFull::Wait,
-        )
-        .unwrap();
+        let sys = Arc::new(Syslog::connect(&dir).unwrap());
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(EnvFilter::new("info"))
             .event_format(LineFormat::new(LogFormat::Syslog))

@@ -819,7 +819,6 @@ impl StoneCommand {
                     self.log_file.clone()
                 },
                 level: None,
-                when_full: Default::default(),
             },
             drain_timeout: crate::config::DEFAULT_DRAIN,
             relays,

@@ -44,12 +44,9 @@ pub fn run(words: &[String], print_toml: bool, stop: impl std::future::Future<Ou
         return 0;
     }
     let log_file = config.log.file.as_deref();
-    if let Err(e) = crate::observe::logfmt::init_filter(
-        config.log.format,
-        cmd.log_filter(),
-        log_file,
-        config.log.when_full,
-    ) {
+    if let Err(e) =
+        crate::observe::logfmt::init_filter(config.log.format, cmd.log_filter(), log_file)
+    {
         eprintln!("stone: {e}");
         return EXIT_RUNTIME;
     }
@@ -152,16 +149,10 @@ fn check_only(config: &Config) -> u8 {
 }
 
 fn daemonize() -> io::Result<()> {
-    // The log writer thread does not survive the fork: write out what it
-    // holds and park it (lines are written directly meanwhile), so no lock
-    // is held across the fork; the child starts its own.
-    crate::observe::batch::pause();
     // SAFETY: daemon(3) forks and exits the parent. It runs before any
-    // other thread but the paused log writer exists (the tokio runtime is
-    // built afterwards), and that one holds no lock while parked.
-    let rc = unsafe { libc::daemon(1, 0) };
-    crate::observe::batch::resume();
-    if rc != 0 {
+    // other thread exists (the tokio runtime is built afterwards), so the
+    // child inherits a consistent single-threaded state.
+    if unsafe { libc::daemon(1, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
