@@ -4,6 +4,7 @@ on loopback: each front allows one bucket (good.oss.test) and answers 403
 for another (checked before timing), in front of one nginx origin.
 
     bench/gateway.py [--smoke] [--secs N] [--rounds N] [--only A,B] [--logs on|off|both] [--out DIR]
+    OSSRELAY_BASELINE=/path/to/older/ossrelay bench/gateway.py --only ossrelay,ossrelay-base
 
 Fronts:
   * ossrelay        protocol = "http", buckets = ["good"]
@@ -102,6 +103,16 @@ def front_policy(work, listen, up, logs):
     return front_ossrelay(work, listen, up, logs, policy=True)
 
 
+def front_base(work, listen, up, logs):
+    """OSSRELAY_BASELINE: another ossrelay build, for A/B of one change."""
+    saved = compare.BIN
+    compare.BIN = os.environ["OSSRELAY_BASELINE"]
+    try:
+        return front_ossrelay(work, listen, up, logs)
+    finally:
+        compare.BIN = saved
+
+
 def front_haproxy(work, listen, up, logs):
     cfg = os.path.join(work, "haproxy-gw-%d.cfg" % listen)
     sock = os.path.join(work, "haproxy-log.sock")
@@ -142,6 +153,7 @@ def front_nginx(work, listen, up, logs):
 FRONTS = [
     ("ossrelay", front_ossrelay, None),
     ("ossrelay-policy", front_policy, None),
+    ("ossrelay-base", front_base, None),
     ("haproxy", front_haproxy, "haproxy"),
     ("nginx", front_nginx, "nginx"),
 ]
@@ -225,6 +237,9 @@ def main():
         chosen = []
         for name, fn, tool in FRONTS:
             if only is not None and name not in only:
+                continue
+            if name == "ossrelay-base" and not os.path.exists(os.environ.get("OSSRELAY_BASELINE", "")):
+                skipped[name] = "OSSRELAY_BASELINE not set to an ossrelay binary"
                 continue
             if tool and not shutil.which(tool):
                 skipped[name] = "not installed"
