@@ -891,6 +891,33 @@ mod shapes {
             ("POST", b, "", "replication&comp=add", &[], &["oss:PutBucketReplication bkt", "oss:PutObject ?(the request body)/?(the request body)"]),
             ("POST", b, "", "replication&comp=delete", &[], &["oss:DeleteBucketReplication bkt"]),
             ("PUT", b, "", "inventory&inventoryId=a", &[], &["oss:PutBucketInventory bkt", "oss:PutObject ?(the request body)/?(the request body)"]),
+            ("GET", b, "", "tagging", &[], &["oss:GetBucketTagging bkt"]),
+            ("PUT", b, "", "tagging", &[], &["oss:PutBucketTagging bkt"]),
+            ("GET", b, "", "website", &[], &["oss:GetBucketWebsite bkt"]),
+            ("DELETE", b, "", "website", &[], &["oss:DeleteBucketWebsite bkt"]),
+            ("GET", b, "", "lifecycle", &[], &["oss:GetBucketLifecycle bkt"]),
+            ("DELETE", b, "", "policy", &[], &["oss:DeleteBucketPolicy bkt"]),
+            ("GET", b, "", "logging", &[], &["oss:GetBucketLogging bkt"]),
+            ("DELETE", b, "", "logging", &[], &["oss:DeleteBucketLogging bkt"]),
+            ("GET", b, "", "referer", &[], &["oss:GetBucketReferer bkt"]),
+            ("GET", b, "", "encryption", &[], &["oss:GetBucketEncryption bkt"]),
+            ("DELETE", b, "", "encryption", &[], &["oss:DeleteBucketEncryption bkt"]),
+            ("GET", b, "", "replication", &[], &["oss:GetBucketReplication bkt"]),
+            ("GET", b, "", "replicationLocation", &[], &["oss:GetBucketReplicationLocation bkt"]),
+            ("GET", b, "", "replicationProgress&rule-id=r1", &[], &["oss:GetBucketReplicationProgress bkt"]),
+            ("GET", b, "", "inventory&inventoryId=i", &[], &["oss:GetBucketInventory bkt"]),
+            ("DELETE", b, "", "inventory&inventoryId=i", &[], &["oss:DeleteBucketInventory bkt"]),
+            ("GET", b, "", "worm", &[], &["oss:GetBucketWorm bkt"]),
+            ("GET", b, "", "requestPayment", &[], &["oss:GetBucketRequestPayment bkt"]),
+            ("PUT", b, "", "requestPayment", &[], &["oss:PutBucketRequestPayment bkt"]),
+            ("GET", b, "k", "acl&versionId=v", &[], &["oss:GetObjectAcl bkt/k", "oss:GetObjectVersionAcl bkt/k"]),
+            ("PUT", b, "k", "acl&versionId=v", &[], &["oss:PutObjectAcl bkt/k", "oss:PutObjectVersionAcl bkt/k"]),
+            ("GET", b, "k", "tagging&versionId=v", &[], &["oss:GetObjectTagging bkt/k", "oss:GetObjectVersionTagging bkt/k"]),
+            ("PUT", b, "k", "tagging&versionId=v", &[], &["oss:PutObjectTagging bkt/k", "oss:PutObjectVersionTagging bkt/k"]),
+            ("DELETE", b, "k", "tagging&versionId=v", &[], &["oss:DeleteObjectTagging bkt/k", "oss:DeleteObjectVersionTagging bkt/k"]),
+            ("POST", b, "k", "restore&versionId=v", &[], &["oss:RestoreObject bkt/k", "oss:RestoreObjectVersion bkt/k"]),
+            ("POST", b, "k.csv", "select&select-type=2", &[], &["oss:GetObject bkt/k.csv"]),
+            ("GET", b, "k", "attributes", &[], &["oss:GetObject bkt/k"]),
             ("GET", b, "a%20b.txt", "", &[], &["oss:GetObject bkt/a b.txt"]),
             ("HEAD", b, "k", "", &[], &["oss:GetObject bkt/k"]),
             ("GET", b, "k", "versionId=v1", &[], &["oss:GetObject bkt/k", "oss:GetObjectVersion bkt/k"]),
@@ -930,6 +957,14 @@ mod shapes {
                 .unwrap_or_else(|e| panic!("{method} {bucket:?} {key} ?{query}: {e}"));
             assert_eq!(&got, want, "{method} {bucket:?} {key} ?{query}");
         }
+        // Every action the mapper can produce has a row.
+        let covered: std::collections::HashSet<&str> = rows
+            .iter()
+            .flat_map(|r| r.5.iter())
+            .filter_map(|t| t.split(' ').next())
+            .collect();
+        let missing: Vec<_> = all_actions().filter(|a| !covered.contains(a)).collect();
+        assert!(missing.is_empty(), "no request shape for {missing:?}");
     }
 
     #[test]
