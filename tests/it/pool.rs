@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -43,6 +42,7 @@ async fn once(relay: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16,
 }
 
 /// Deterministic per-client bytes.
+#[cfg(feature = "store")]
 fn body(i: usize, len: usize) -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ i as u64;
     (0..len)
@@ -58,6 +58,7 @@ fn body(i: usize, len: usize) -> Vec<u8> {
 #[cfg(feature = "store")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_clients_each_get_their_own_bodies_back() {
+    use sha2_dev::{Digest, Sha256};
     let store = crate::store::start_store("pool-store", false).await;
     let relay = gateway("t-pool-sha", store.addr, "").await;
     let mut tasks = Vec::new();
