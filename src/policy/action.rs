@@ -487,6 +487,15 @@ pub fn classify(r: &Request<'_>) -> Result<Classified, String> {
         touches.push(Touch {
             action: v,
             bucket: b(),
+            key: Some(Name::Known(key.clone())),
+        });
+    }
+    // A write that sets tags (`x-oss-tagging`) needs the tagging action
+    // too, as on OSS.
+    if signals.tagging && action == "oss:PutObject" {
+        touches.push(Touch {
+            action: "oss:PutObjectTagging",
+            bucket: b(),
             key: Some(Name::Known(key)),
         });
     }
@@ -816,6 +825,7 @@ mod shapes {
                 "copy" => s.copy_source = Some(v.to_string()),
                 "symlink" => s.symlink_target = Some(v.to_string()),
                 "form" => s.form_upload = true,
+                "tagging" => s.tagging = true,
                 _ => unreachable!(),
             }
         }
@@ -925,6 +935,8 @@ mod shapes {
             ("GET", b, "k", "OSSAccessKeyId=a&Expires=1&Signature=s", &[], &["oss:GetObject bkt/k"]),
             ("GET", b, "k", "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2Fb&X-Amz-Date=d&X-Amz-Expires=1&X-Amz-SignedHeaders=host&X-Amz-Signature=s", &[], &["oss:GetObject bkt/k"]),
             ("PUT", b, "k", "", &[], &["oss:PutObject bkt/k"]),
+            ("PUT", b, "k", "", &[("tagging", "")], &["oss:PutObject bkt/k", "oss:PutObjectTagging bkt/k"]),
+            ("POST", b, "k", "uploads", &[("tagging", "")], &["oss:PutObject bkt/k", "oss:PutObjectTagging bkt/k"]),
             ("DELETE", b, "k", "", &[], &["oss:DeleteObject bkt/k"]),
             ("DELETE", b, "k", "versionId=v", &[], &["oss:DeleteObject bkt/k", "oss:DeleteObjectVersion bkt/k"]),
             ("POST", b, "k", "uploads", &[], &["oss:PutObject bkt/k"]),

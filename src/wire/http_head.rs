@@ -52,6 +52,8 @@ pub struct Signals {
     pub symlink_target: Option<String>,
     /// `Content-Type: multipart/form-data` (a PostObject form upload).
     pub form_upload: bool,
+    /// `x-oss-tagging` or `x-amz-tagging`: the write also sets tags.
+    pub tagging: bool,
 }
 
 /// What the gateway needs from a response head.
@@ -305,6 +307,8 @@ fn signals(fields: &Fields<'_>) -> Result<Signals, &'static str> {
         form_upload: fields
             .values("content-type")
             .any(|v| v.len() >= 19 && v[..19].eq_ignore_ascii_case(b"multipart/form-data")),
+        tagging: fields.values("x-oss-tagging").next().is_some()
+            || fields.values("x-amz-tagging").next().is_some(),
     })
 }
 
