@@ -64,6 +64,11 @@ impl Connector {
         self.resolver.as_ref()
     }
 
+    /// The relay's connect timeout.
+    pub fn timeout(&self) -> Duration {
+        self.cfg.connect_timeout
+    }
+
     fn dial(&self) -> Dial {
         Dial {
             timeout: self.cfg.connect_timeout,
@@ -100,6 +105,13 @@ impl Connector {
     /// connect timeout.
     pub async fn connect_one(&self, target: &Upstream) -> Result<(TcpStream, SocketAddr), String> {
         connect_one(self.resolver.as_ref(), target, self.dial()).await
+    }
+
+    /// One connection to an address the caller chose (the forward proxy,
+    /// after checking it against its destination list), with the relay's
+    /// source address and connect timeout.
+    pub async fn connect_addr(&self, addr: SocketAddr) -> Result<TcpStream, String> {
+        dial_addr(addr, &self.dial()).await
     }
 
     /// A UDP socket connected to the first address of `up` that takes it.
@@ -230,28 +242,36 @@ async fn connect_one(
     }
     let mut errors = Vec::new();
     for addr in addrs {
-        if dial.source.is_some_and(|s| s.is_ipv4() != addr.is_ipv4()) {
-            errors.push(format!(
-                "{addr}: not the address family of the source address"
-            ));
-            continue;
-        }
-        let attempt = async {
-            let socket = if addr.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            if let Some(src) = dial.source {
-                socket.bind(src)?;
-            }
-            socket.connect(addr).await
-        };
-        match tokio::time::timeout(dial.timeout, attempt).await {
-            Ok(Ok(stream)) => return Ok((stream, addr)),
-            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
-            Err(_) => errors.push(format!("{addr}: timed out after {:?}", dial.timeout)),
+        match dial_addr(addr, &dial).await {
+            Ok(stream) => return Ok((stream, addr)),
+            Err(e) => errors.push(e),
         }
     }
     Err(errors.join("; "))
+}
+
+/// One TCP connection to `addr` from the relay's source address (if set),
+/// within the connect timeout; the error names the address.
+async fn dial_addr(addr: SocketAddr, dial: &Dial) -> Result<TcpStream, String> {
+    if dial.source.is_some_and(|s| s.is_ipv4() != addr.is_ipv4()) {
+        return Err(format!(
+            "{addr}: not the address family of the source address"
+        ));
+    }
+    let attempt = async {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(src) = dial.source {
+            socket.bind(src)?;
+        }
+        socket.connect(addr).await
+    };
+    match tokio::time::timeout(dial.timeout, attempt).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("{addr}: {e}")),
+        Err(_) => Err(format!("{addr}: timed out after {:?}", dial.timeout)),
+    }
 }

@@ -18,7 +18,7 @@ use super::{finish, Context};
 use crate::observe::access::{AccessRecord, CloseReason};
 use crate::policy::dest::DestPolicy;
 use crate::pump::copy::{self, Meter};
-use crate::resolve::{lookup, Resolve};
+use crate::resolve::lookup;
 
 /// Longest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -153,27 +153,29 @@ pub async fn setup(
     target: &Target,
     early: &[u8],
     policy: &DestPolicy,
-    resolver: &dyn Resolve,
-    connect_timeout: Duration,
+    connector: &crate::connector::Connector,
 ) -> io::Result<Setup> {
-    let addrs =
-        match tokio::time::timeout(connect_timeout, lookup(resolver, &target.host, target.port))
-            .await
-        {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                return Ok(Setup::Refused(
-                    502,
-                    format!("cannot resolve {}: {e}", target.host),
-                ))
-            }
-            Err(_) => {
-                return Ok(Setup::Refused(
-                    504,
-                    format!("resolving {} timed out", target.host),
-                ))
-            }
-        };
+    let connect_timeout = connector.timeout();
+    let addrs = match tokio::time::timeout(
+        connect_timeout,
+        lookup(connector.resolver(), &target.host, target.port),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            return Ok(Setup::Refused(
+                502,
+                format!("cannot resolve {}: {e}", target.host),
+            ))
+        }
+        Err(_) => {
+            return Ok(Setup::Refused(
+                504,
+                format!("resolving {} timed out", target.host),
+            ))
+        }
+    };
     let by_name = policy.allows_name(&target.host, target.port);
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
@@ -190,8 +192,8 @@ pub async fn setup(
     }
     let mut errors = Vec::new();
     for addr in allowed {
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(mut up)) => {
+        match connector.connect_addr(addr).await {
+            Ok(mut up) => {
                 let _ = up.set_nodelay(true);
                 if target.tunnel {
                     client
@@ -205,8 +207,7 @@ pub async fn setup(
                 }
                 return Ok(Setup::Connected(up, addr));
             }
-            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
-            Err(_) => errors.push(format!("{addr}: timed out")),
+            Err(e) => errors.push(e),
         }
     }
     Ok(Setup::Refused(
@@ -405,16 +406,7 @@ async fn connect(
             return Err(CloseReason::RefusedDestination);
         }
     }
-    let connected = match setup(
-        client,
-        &target,
-        &early,
-        policy,
-        ctx.connector.resolver(),
-        cfg.connect_timeout,
-    )
-    .await
-    {
+    let connected = match setup(client, &target, &early, policy, &ctx.connector).await {
         Ok(Setup::Connected(up, addr)) => Ok((up, addr)),
         Ok(Setup::Refused(status, why)) => {
             tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy {status}: {why}", ctx.id);

@@ -654,3 +654,39 @@ async fn proxy_allows_names_and_refuses_cloud_metadata() {
     }
     relay.shutdown().await;
 }
+
+/// The forward proxy dials through the connector, so `source` applies to
+/// its upstream connections as to a tcp relay's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_relay_dials_from_its_source_address() {
+    let server = TcpListener::bind(local()).await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok((mut s, peer)) = server.accept().await {
+            let _ = tx.send(peer);
+            let _ = s.write_all(b"hi").await;
+        }
+    });
+    let text = format!(
+        "[[relay]]\nname = \"t-proxy-src\"\nprotocol = \"proxy\"\nlisten = \"127.0.0.1:0\"\nsource = \"127.0.0.2\"\nproxy_allow = [\"127.0.0.1 {}\"]\n",
+        server_addr.port()
+    );
+    let relay = Relay::start(relay_config(&text), system()).await;
+    let mut c = TcpStream::connect(relay.addr).await.unwrap();
+    c.write_all(
+        format!("CONNECT {server_addr} HTTP/1.1\r\nHost: {server_addr}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let peer = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the proxy connected")
+        .unwrap();
+    assert_eq!(
+        peer.ip().to_string(),
+        "127.0.0.2",
+        "the upstream saw {peer}"
+    );
+    relay.shutdown().await;
+}
