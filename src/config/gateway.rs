@@ -119,12 +119,15 @@ impl Gateway {
     }
 }
 
-/// Bucket names and globs: what S3 and OSS allow, plus `*`.
-fn bucket_glob_ok(g: &str) -> bool {
-    !g.is_empty()
+/// Why `g` is not a bucket name or glob (what S3 and OSS allow, plus `*`).
+fn bucket_glob_problem(g: &str) -> Option<String> {
+    let ok = !g.is_empty()
         && g.len() <= 63
         && g.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.*".contains(&b))
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.*".contains(&b));
+    (!ok).then(|| {
+        format!("{g:?} is not a bucket name or glob (lower-case letters, digits, '-', '.', '*')")
+    })
 }
 
 impl Validator<'_> {
@@ -214,14 +217,9 @@ impl Validator<'_> {
         let mut globs = |field: &str, list: &Option<Vec<toml::Spanned<String>>>| -> Vec<String> {
             let mut out = Vec::new();
             for (j, g) in list.iter().flatten().enumerate() {
-                if bucket_glob_ok(g.get_ref()) {
-                    out.push(g.get_ref().clone());
-                } else {
-                    self.problem(
-                        &format!("relay[{i}].{field}[{j}]"),
-                        g,
-                        format!("{:?} is not a bucket name or glob (lower-case letters, digits, '-', '.', '*')", g.get_ref()),
-                    );
+                match bucket_glob_problem(g.get_ref()) {
+                    None => out.push(g.get_ref().clone()),
+                    Some(why) => self.problem(&format!("relay[{i}].{field}[{j}]"), g, why),
                 }
             }
             out
@@ -298,9 +296,7 @@ impl Validator<'_> {
             }
             Some(v.iter().map(|x| x.get_ref().clone()).collect())
         };
-        let buckets = list("buckets", &st.buckets, &|g| {
-            (!bucket_glob_ok(g)).then(|| format!("{g:?} is not a bucket name or glob (lower-case letters, digits, '-', '.', '*')"))
-        });
+        let buckets = list("buckets", &st.buckets, &bucket_glob_problem);
         let actions = list("actions", &st.actions, &|a| action_problem(a));
         let keys = list("keys", &st.keys, &|k| {
             k.is_empty()

@@ -36,38 +36,39 @@ pub struct DestPolicy {
 }
 
 impl DestPolicy {
-    /// The bucket a request through the proxy names: the labels before a
-    /// `*.suffix` name rule's suffix, or for a forwarded request to an
-    /// exact name, the first path segment.
-    pub fn bucket_of(&self, host: &str, path: Option<&str>) -> Option<String> {
-        let names = self.rules.iter().flat_map(|r| &r.names);
-        for n in names {
+    /// The bucket a connection to `host` names by the name alone: the
+    /// labels before a `*.suffix` name rule's suffix (CONNECT targets and
+    /// TLS server names). The first name rule that matches decides, as in
+    /// [`Self::locate`].
+    pub fn bucket_of(&self, host: &str) -> Option<String> {
+        for n in self.rules.iter().flat_map(|r| &r.names) {
             if let Some(b) = n.prefix_of(host) {
                 return Some(b.to_string());
             }
             if n.matches(host) {
-                let first = path?.trim_start_matches('/').split(['/', '?']).next()?;
-                return (!first.is_empty()).then(|| first.to_string());
+                return None;
             }
         }
         None
     }
 
     /// The bucket and object key (as in the path, still encoded) that a
-    /// forwarded request for `host` and origin-form `path` names.
+    /// forwarded request for `host` and origin-form `path` names: from a
+    /// `*.suffix` name rule the bucket is in the host and the key is the
+    /// path; for an exact name rule both come from the path.
     pub fn locate(&self, host: &str, path: &str) -> (Option<String>, String) {
-        let bucket = self.bucket_of(host, Some(path));
-        let trimmed = path.trim_start_matches('/');
-        let virtual_hosted = self
-            .rules
-            .iter()
-            .flat_map(|r| &r.names)
-            .any(|n| n.prefix_of(host).is_some());
-        let key = match (&bucket, virtual_hosted) {
-            (Some(_), false) => trimmed.split_once('/').map_or("", |(_, k)| k),
-            _ => trimmed,
-        };
-        (bucket, key.to_string())
+        let path = path.trim_start_matches('/');
+        for n in self.rules.iter().flat_map(|r| &r.names) {
+            if let Some(b) = n.prefix_of(host) {
+                return (Some(b.to_string()), path.to_string());
+            }
+            if n.matches(host) {
+                let (first, key) = path.split_once('/').unwrap_or((path, ""));
+                let bucket = (!first.is_empty()).then(|| first.to_string());
+                return (bucket, key.to_string());
+            }
+        }
+        (None, path.to_string())
     }
 
     /// Whether a rule covering `port` allows the name `host` itself.

@@ -195,38 +195,40 @@ pub(super) async fn serve(
                 .filter(|&all| all <= s.buf.len()),
             _ => None,
         };
-        let replay = whole
+        let mut replay = whole
             .filter(|_| s.up.as_ref().is_some_and(|u| u.just_taken))
             .map(|all| s.buf[..all].to_vec());
         // Per request: bytes forwarded each way (head included).
         let (sent_up, sent_down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let mut result = tokio::select! {
-            r = s.exchange(end, &allowed.req, &sent_up, &sent_down) => r,
-            _ = &mut cancelled => Err(Stop::Io("shutting down".into())),
-        };
-        if let (Some(again), Err(Stop::Io(_) | Stop::BadResponse(_))) = (replay, &result) {
-            if sent_down.load(Ordering::Relaxed) == 0 {
-                tracing::debug!(relay = %cfg.name, "{} TCP {}: a pooled upstream connection failed before any response; sending the request again on a new one", ctx.id, s.fd);
-                drop(s.up.take());
-                // `sent_up` counts this request's bytes gone from `buf`
-                // (sent, or stripped); the rest of it is still at the front,
-                // and anything after it (a pipelined request) follows.
-                let sent = usize::try_from(sent_up.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-                let pending = again.len().saturating_sub(sent).min(s.buf.len());
-                let rest = s.buf.split_off(pending);
-                s.buf = again;
-                s.buf.extend_from_slice(&rest);
-                if !s.reach(&allowed, started, false).await {
-                    return (last, s.ended());
+        let result = loop {
+            let r = tokio::select! {
+                r = s.exchange(end, &allowed.req, &sent_up, &sent_down) => r,
+                _ = &mut cancelled => Err(Stop::Io("shutting down".into())),
+            };
+            let again = match (replay.take(), &r) {
+                (Some(again), Err(Stop::Io(_) | Stop::BadResponse(_)))
+                    if sent_down.load(Ordering::Relaxed) == 0 =>
+                {
+                    again
                 }
-                last = s.up.as_ref().map(|u| u.addr);
-                sent_up.store(0, Ordering::Relaxed);
-                result = tokio::select! {
-                    r = s.exchange(end, &allowed.req, &sent_up, &sent_down) => r,
-                    _ = &mut cancelled => Err(Stop::Io("shutting down".into())),
-                };
+                _ => break r,
+            };
+            tracing::debug!(relay = %cfg.name, "{} TCP {}: a pooled upstream connection failed before any response; sending the request again on a new one", ctx.id, s.fd);
+            drop(s.up.take());
+            // `sent_up` counts this request's bytes gone from `buf` (sent,
+            // or stripped); the rest of it is still at the front, and
+            // anything after it (a pipelined request) follows.
+            let sent = usize::try_from(sent_up.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+            let pending = again.len().saturating_sub(sent).min(s.buf.len());
+            let rest = s.buf.split_off(pending);
+            s.buf = again;
+            s.buf.extend_from_slice(&rest);
+            if !s.reach(&allowed, started, false).await {
+                return (last, s.ended());
             }
-        }
+            last = s.up.as_ref().map(|u| u.addr);
+            sent_up.store(0, Ordering::Relaxed);
+        };
         let sent = (
             sent_up.load(Ordering::Relaxed),
             sent_down.load(Ordering::Relaxed),
@@ -397,6 +399,7 @@ impl<'a> Session<'a> {
         self.release();
         let pool = &self.gw.pool;
         let key = pool::key(self.ctx.id, a.target.route, a.target.upstream);
+        let route = a.target.route;
         if let Some(mut u) = pooled
             .then(|| POOL.with(|p| p.borrow_mut().take(key, pool)))
             .flatten()
@@ -407,13 +410,17 @@ impl<'a> Session<'a> {
             self.up = Some(u);
             return true;
         }
-        match connect(self.ctx, a.target.upstream, self.peer, self.local).await {
+        match connect(
+            self.ctx,
+            a.target.upstream,
+            (route, key),
+            self.peer,
+            self.local,
+        )
+        .await
+        {
             Ok(u) => {
-                self.up = Some(Upstream {
-                    route: a.target.route,
-                    key: pool::key(self.ctx.id, a.target.route, a.target.upstream),
-                    ..u
-                });
+                self.up = Some(u);
                 true
             }
             Err(why) => {
@@ -698,9 +705,11 @@ thread_local! {
     static POOL: RefCell<Pool<Upstream>> = RefCell::new(Pool::default());
 }
 
+/// A new upstream connection for `route` (whose pool key is `key`).
 async fn connect(
     ctx: &Context,
     target: &crate::config::Upstream,
+    (route, key): (Option<usize>, pool::Key),
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<Upstream, String> {
@@ -727,13 +736,13 @@ async fn connect(
     };
     let (r, w) = halves(io);
     Ok(Upstream {
-        route: None,
+        route,
         addr,
         r,
         w,
         buf: Vec::new(),
         fd,
-        key: pool::key(ctx.id, None, target),
+        key,
         reusable: false,
         reused: false,
         just_taken: false,

@@ -397,7 +397,7 @@ async fn connect(
         }
     }
     if let (Some(bp), true) = (&policy.buckets, target.tunnel) {
-        let bucket = policy.bucket_of(&target.host, None);
+        let bucket = policy.bucket_of(&target.host);
         if let crate::policy::statement::Decision::Denied { reason: why, .. } =
             bp.decide_opaque(bucket.as_deref(), peer.ip())
         {
@@ -441,7 +441,7 @@ async fn connect(
             }
             Hello::Bad(_) | Hello::Closed => return Err(CloseReason::BadRequest),
         };
-        let bucket = name.as_deref().and_then(|n| policy.bucket_of(n, None));
+        let bucket = name.as_deref().and_then(|n| policy.bucket_of(n));
         if let crate::policy::statement::Decision::Denied { reason: why, .. } =
             bp.decide_opaque(bucket.as_deref(), peer.ip())
         {
