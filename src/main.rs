@@ -228,6 +228,13 @@ impl From<FormatArg> for LogFormat {
 }
 
 fn main() -> ExitCode {
+    let code = dispatch();
+    // Every buffered log line is written before the process exits.
+    ossrelay::observe::batch::finish();
+    code
+}
+
+fn dispatch() -> ExitCode {
     // Lossy, so a non-UTF-8 argument becomes an error message, not a panic.
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
@@ -369,7 +376,7 @@ fn store(
             return ExitCode::from(2);
         }
     };
-    let _ = ossrelay::observe::logfmt::init(log_format, "info", None);
+    let _ = ossrelay::observe::logfmt::init(log_format, "info", None, Default::default());
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
@@ -685,9 +692,12 @@ fn run(
         config.log.file = Some(f);
     }
     let level = config.log.level.clone().unwrap_or_else(|| "info".into());
-    if let Err(e) =
-        ossrelay::observe::logfmt::init(config.log.format, &level, config.log.file.as_deref())
-    {
+    if let Err(e) = ossrelay::observe::logfmt::init(
+        config.log.format,
+        &level,
+        config.log.file.as_deref(),
+        config.log.when_full,
+    ) {
         eprintln!("ossrelay: {e}");
         return ExitCode::from(1);
     }

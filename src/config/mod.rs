@@ -69,6 +69,20 @@ pub struct LogConfig {
     pub file: Option<PathBuf>,
     /// Minimum level (`info` unless set).
     pub level: Option<String>,
+    /// What a log line does when the log buffer is full.
+    pub when_full: WhenFull,
+}
+
+/// What a log line does when the log buffer (1 MiB) is full because the
+/// destination is slower than the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Wait for room: nothing is lost, relaying slows down to the speed of
+    /// the log destination. The default: access records are audit records.
+    #[default]
+    Wait,
+    /// Drop the line and count it: relaying never waits on the log.
+    Drop,
 }
 
 /// Log line format.
@@ -357,10 +371,26 @@ impl Validator<'_> {
                 );
             }
         }
+        let when_full = match raw.log.when_full.as_ref() {
+            None => WhenFull::Wait,
+            Some(v) => match v.get_ref().as_str() {
+                "wait" => WhenFull::Wait,
+                "drop" => WhenFull::Drop,
+                other => {
+                    self.problem(
+                        "log.when_full",
+                        v,
+                        format!("{other:?}: expected \"wait\" or \"drop\""),
+                    );
+                    WhenFull::Wait
+                }
+            },
+        };
         let log = LogConfig {
             format,
             file: raw.log.file.map(PathBuf::from),
             level: raw.log.level.map(Spanned::into_inner),
+            when_full,
         };
         let drain_timeout = self
             .duration("server.drain_timeout", &raw.server.drain_timeout)

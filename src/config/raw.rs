@@ -52,6 +52,8 @@ pub struct RawLog {
     pub file: Option<String>,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub level: Option<Spanned<String>>,
+    /// `"wait"` or `"drop"`: what a log line does when the buffer is full.
+    pub when_full: Option<Spanned<String>>,
 }
 
 /// `[server]`

@@ -18,8 +18,9 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+use super::batch::{Batched, Sink};
 use super::time::Civil;
-use crate::config::LogFormat;
+use crate::config::{LogFormat, WhenFull};
 
 /// A `FormatEvent` for both formats.
 pub struct LineFormat {
@@ -265,11 +266,45 @@ fn open_log(path: &Path) -> io::Result<std::fs::File> {
         })
 }
 
-/// Installs the global subscriber. `level` is a default that `RUST_LOG`
-/// overrides. Errors name the log file that could not be opened.
-pub fn init(format: LogFormat, level: &str, file: Option<&Path>) -> io::Result<()> {
-    // A second init (tests, the demo) keeps the first subscriber; that is fine.
-    init_filter(format, &format!("warn,ossrelay={level}"), file)
+/// Installs the global subscriber for `run` and `store`. `level` is a
+/// default that `RUST_LOG` overrides. Lines are written by a writer thread
+/// ([`super::batch`]), not by the threads that relay; [`super::batch::finish`]
+/// writes out what is left. Errors name the log file that could not be
+/// opened.
+pub fn init(
+    format: LogFormat,
+    level: &str,
+    file: Option<&Path>,
+    when_full: WhenFull,
+) -> io::Result<()> {
+    let filter_text = format!("warn,ossrelay={level}");
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&filter_text));
+    let (format, sink) = match (format, file) {
+        (LogFormat::Syslog, _) => match Syslog::connect(Path::new(SYSLOG_SOCKET)) {
+            Ok(sys) => (format, Sink::Syslog(sys.0)),
+            Err(e) => {
+                // stone loses its log silently here; say so and keep it.
+                eprintln!("ossrelay: {e}; logging to stderr instead");
+                (LogFormat::Text, Sink::Stderr)
+            }
+        },
+        (_, Some(path)) => (format, Sink::File(open_log(path)?)),
+        (_, None) => (format, Sink::Stderr),
+    };
+    // A second init (tests, the demo) keeps the first subscriber; that is
+    // fine, and then no writer thread is started.
+    if tracing::dispatcher::has_been_set() {
+        return Ok(());
+    }
+    let log = Batched::start(sink, when_full)?;
+    log.install();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .event_format(LineFormat::new(format))
+        .with_writer(log)
+        .try_init();
+    Ok(())
 }
 
 #[cfg(test)]

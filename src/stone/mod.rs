@@ -819,6 +819,7 @@ impl StoneCommand {
                     self.log_file.clone()
                 },
                 level: None,
+                when_full: Default::default(),
             },
             drain_timeout: crate::config::DEFAULT_DRAIN,
             relays,

@@ -8,6 +8,7 @@ mod dns;
 mod gateway;
 mod helpers;
 mod layers;
+mod logging;
 mod pki;
 mod policy;
 mod pool;
