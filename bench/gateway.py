@@ -13,7 +13,8 @@ Fronts:
   * nginx           map $host, upstream keepalive 64
 
 Rows: wrk -t2 -c50 keep-alive req/s and p99 for a 1 KiB GET,
-`Connection: close` req/s, and one-connection GET MiB/s of a 64 MiB file.
+`Connection: close` req/s, one-connection GET MiB/s of a 64 MiB file, and
+one-connection MiB/s of 64 MiB PUTs (the origin reads and discards them).
 With logs on, ossrelay writes its access records to a file, HAProxy
 `option httplog` to a local syslog socket (read here), nginx `access_log`
 with `buffer=64k`; with logs off none logs per request.
@@ -41,6 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (shares its process handling and helpers)
 
 HOST = "good.oss.test"
+# Debian's libnginx-mod-http-echo.
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 
 
 def origin(work):
@@ -53,7 +56,14 @@ def origin(work):
         f.write(os.urandom(1 << 20) * 64)
     conf = os.path.join(work, "origin.conf")
     with open(conf, "w") as f:
-        f.write(compare.NGINX_BACKEND % dict(w=work, port=port))
+        # /sink reads a PUT of any size into memory and then answers, as
+        # a store answers once the whole body arrived (nginx's echo
+        # module; WebDAV would measure the disk).
+        f.write("load_module %s;\n" % ECHO_MODULE + compare.NGINX_BACKEND.replace(
+            "root %(w)s/www; }",
+            "root %(w)s/www; client_max_body_size 0;\n"
+            "    location = /sink { client_body_buffer_size 65m; echo_read_request_body;\n"
+            "      echo ok; } }") % dict(w=work, port=port))
     compare.start(["nginx", "-e", os.path.join(work, "nginx-b.err"), "-g", "daemon off;", "-c", conf], port)
     return port
 
@@ -81,7 +91,7 @@ POLICY = "".join(
     for i in range(8)
 ) + (
     '[[relay.policy]]\neffect = "deny"\nactions = ["oss:DeleteObject"]\n\n'
-    '[[relay.policy]]\neffect = "allow"\nbuckets = ["good"]\nactions = ["oss:GetObject", "oss:ListObjects"]\n'
+    '[[relay.policy]]\neffect = "allow"\nbuckets = ["good"]\nactions = ["oss:GetObject", "oss:PutObject", "oss:ListObjects"]\n'
 )
 
 
@@ -139,13 +149,14 @@ def front_nginx(work, listen, up, logs):
                 "worker_rlimit_nofile 40000;\nevents { worker_connections 20000; }\n"
                 "http {\n  %s\n  client_body_temp_path %s; proxy_temp_path %s;\n"
                 "  fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;\n"
-                "  keepalive_requests 1000000;\n"
+                "  keepalive_requests 1000000; client_max_body_size 0;\n"
                 "  map $host $allowed { %s 1; default 0; }\n"
                 "  upstream o { server 127.0.0.1:%d; keepalive 64; }\n"
                 "  server { listen 127.0.0.1:%d;\n"
                 "    location / { if ($allowed = 0) { return 403; }\n"
                 "      proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection \"\";\n"
-                "      proxy_set_header Host $host; proxy_buffering off; } }\n}\n"
+                "      proxy_set_header Host $host; proxy_buffering off;\n"
+                "      proxy_request_buffering off; } }\n}\n"
                 % (work, work, log, work, work, work, work, work, HOST, up, listen))
     return compare.start(["nginx", "-e", os.path.join(work, "nginx-gw.err"), "-g", "daemon off;", "-c", cfg], listen)
 
@@ -184,6 +195,43 @@ def wrk(port, secs, path="/1k", close=False, conns=50, threads=2):
     return rps, p99, mib
 
 
+PUT_SIZE = 64 << 20
+
+
+def whole_response(resp):
+    """Whether `resp` holds one whole response (Content-Length or chunked)."""
+    end = resp.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = resp[:end].lower()
+    if b"transfer-encoding: chunked" in head:
+        return resp.endswith(b"0\r\n\r\n")
+    m = re.search(rb"content-length: (\d+)", head)
+    return len(resp) - end - 4 >= (int(m.group(1)) if m else 0)
+
+
+def put(port, secs):
+    """MiB/s of 64 MiB PUTs, one after another on one keep-alive
+    connection, for `secs` seconds (at least one PUT)."""
+    body = memoryview(os.urandom(1 << 20) * 64)
+    head = ("PUT /sink HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n" % (HOST, PUT_SIZE)).encode()
+    done, start = 0, time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        while done == 0 or time.monotonic() - start < secs:
+            s.sendall(head)
+            s.sendall(body)
+            resp = b""
+            while not whole_response(resp):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("front closed during a PUT (after %d PUTs; got %r)" % (done, resp[:200]))
+                resp += chunk
+            if not resp.startswith(b"HTTP/1.1 200 "):
+                raise RuntimeError("PUT answered %r" % resp[:40])
+            done += 1
+    return done * PUT_SIZE / (1 << 20) / (time.monotonic() - start)
+
+
 def measure(fn, work, up, logs, a):
     listen = compare.free_port()
     p = fn(work, listen, up, logs)
@@ -196,6 +244,7 @@ def measure(fn, work, up, logs, a):
         out["ka_rps"], out["ka_p99_ms"], _ = wrk(listen, a.secs)
         out["close_rps"], _, _ = wrk(listen, a.secs, close=True)
         _, _, out["get64_mib_s"] = wrk(listen, a.secs, path="/64m", conns=1, threads=1)
+        out["put64_mib_s"] = put(listen, a.secs)
         return out
     finally:
         compare.stop(p)
@@ -206,6 +255,7 @@ ROWS = [
     ("ka_p99_ms", "keep-alive p99 ms", False),
     ("close_rps", "Connection: close req/s", True),
     ("get64_mib_s", "GET 64 MiB, MiB/s", True),
+    ("put64_mib_s", "PUT 64 MiB, MiB/s", True),
 ]
 
 

@@ -343,7 +343,7 @@ const SIOCATMARK: libc::c_ulong = 0x8905;
 
 /// Whether the next byte to read on `fd` is at the TCP urgent mark.
 #[cfg(target_os = "linux")]
-fn at_urgent_mark(fd: std::os::fd::RawFd) -> bool {
+pub(super) fn at_urgent_mark(fd: std::os::fd::RawFd) -> bool {
     let mut at: libc::c_int = 0;
     // SAFETY: SIOCATMARK writes one int through the pointer, which points to
     // a live local; `fd` is a socket the caller borrows for the call.

@@ -10,6 +10,8 @@
 
 pub mod copy;
 pub mod dump;
+#[cfg(target_os = "linux")]
+pub mod exact;
 mod pool;
 pub mod rewrite;
 #[cfg(target_os = "linux")]

@@ -5,10 +5,14 @@
 //! still passes through.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::copy::{drive, Meter, Outcome};
@@ -19,10 +23,114 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// A boxed [`Stream`].
 pub type Io = Box<dyn Stream>;
-/// One direction's source, possibly rewriting.
-pub type Reader = Box<dyn AsyncRead + Unpin + Send>;
-/// One direction's sink.
-pub type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+/// One direction's source: a plain TCP half (which a body can be spliced
+/// from) or anything else, possibly rewriting.
+pub enum Reader {
+    /// The read half of a plain TCP stream.
+    Tcp(OwnedReadHalf),
+    /// TLS, a rewriting reader, or another stream.
+    Other(Box<dyn AsyncRead + Unpin + Send>),
+}
+
+/// One direction's sink: a plain TCP half (which a body can be spliced
+/// into) or anything else.
+pub enum Writer {
+    /// The write half of a plain TCP stream.
+    Tcp(OwnedWriteHalf),
+    /// TLS or another stream.
+    Other(Box<dyn AsyncWrite + Unpin + Send>),
+}
+
+impl Reader {
+    /// Any other reader.
+    pub fn boxed(r: impl AsyncRead + Unpin + Send + 'static) -> Reader {
+        Reader::Other(Box::new(r))
+    }
+}
+
+impl Writer {
+    /// Any other writer.
+    pub fn boxed(w: impl AsyncWrite + Unpin + Send + 'static) -> Writer {
+        Writer::Other(Box::new(w))
+    }
+}
+
+/// The TCP socket under a stream half, when it is plain TCP: what splice
+/// needs.
+pub trait AsTcp {
+    /// The socket, or None for TLS and other wrapped streams.
+    fn as_tcp(&self) -> Option<&TcpStream>;
+}
+
+impl AsTcp for Reader {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Reader::Tcp(r) => Some(r.as_ref()),
+            Reader::Other(_) => None,
+        }
+    }
+}
+
+impl AsTcp for Writer {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Writer::Tcp(w) => Some(w.as_ref()),
+            Writer::Other(_) => None,
+        }
+    }
+}
+
+impl AsTcp for tokio::net::tcp::ReadHalf<'_> {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl AsTcp for tokio::net::tcp::WriteHalf<'_> {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Reader::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            Reader::Other(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Other(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_flush(cx),
+            Writer::Other(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Other(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Read and write halves of `io` that two futures of one task can use at
 /// once. A plain TCP stream splits without a lock; anything else (TLS)
@@ -31,11 +139,11 @@ pub fn halves(io: Halvable) -> (Reader, Writer) {
     match io {
         Halvable::Tcp(t) => {
             let (r, w) = t.into_split();
-            (Box::new(r), Box::new(w))
+            (Reader::Tcp(r), Writer::Tcp(w))
         }
         Halvable::Other(io) => {
             let (r, w) = tokio::io::split(io);
-            (Box::new(r), Box::new(w))
+            (Reader::boxed(r), Writer::boxed(w))
         }
     }
 }
@@ -63,8 +171,8 @@ pub async fn relay(
     let (cr, cw) = tokio::io::split(client);
     let (ur, uw) = tokio::io::split(upstream);
     relay_halves(
-        (Box::new(cr), Box::new(cw)),
-        (Box::new(ur), Box::new(uw)),
+        (Reader::boxed(cr), Writer::boxed(cw)),
+        (Reader::boxed(ur), Writer::boxed(uw)),
         idle,
         force,
         meter,

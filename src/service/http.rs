@@ -20,7 +20,9 @@ use crate::observe::access::CloseReason;
 use crate::policy::action;
 use crate::policy::statement::Verdict;
 use crate::pump::copy::Meter;
-use crate::pump::stream::{halves, Halvable, Reader, Writer};
+#[cfg(target_os = "linux")]
+use crate::pump::exact::{splice_exact, Short};
+use crate::pump::stream::{halves, AsTcp, Halvable, Reader, Writer};
 use crate::tls::HandshakeError;
 use crate::wire::http_head::{self as head, Chunked, Framing, MAX_HEAD};
 use crate::wire::oss_error::error_response;
@@ -62,6 +64,12 @@ const UNNAMED: Named<'static> = Named {
     statement: None,
     reused: false,
 };
+
+/// A body with at least this much left after what came with its head is
+/// spliced: below it, a pipe and two splices per read cost more than a
+/// copy (as for the tcp relay's pump).
+#[cfg(target_os = "linux")]
+const SPLICE_FROM: u64 = crate::pump::splice::MIN_USEFUL as u64;
 
 /// Why an exchange stopped early.
 enum Stop {
@@ -828,8 +836,8 @@ async fn forward_body<R, W>(
     meter: &Meter,
 ) -> Result<(), Stop>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + AsTcp,
+    W: AsyncWrite + Unpin + AsTcp,
 {
     let mut chunked = Chunked::default();
     let mut left = match framing {
@@ -857,6 +865,21 @@ where
         }
         if done {
             return w.flush().await.map_err(|e| Stop::Io(e.to_string()));
+        }
+        // The rest of a long body of known length goes socket to socket by
+        // splice, as the tcp relay moves bytes; TLS on either side copies.
+        #[cfg(target_os = "linux")]
+        if matches!(framing, Framing::Length(_)) && left >= SPLICE_FROM && buf.is_empty() {
+            if let (Some(src), Some(dst)) = (r.as_tcp(), w.as_tcp()) {
+                match splice_exact(src, dst, left, idle, read, written, meter).await {
+                    Ok(()) => return Ok(()),
+                    // Nothing moved: copy it all.
+                    Err(Short::Unsupported) => {}
+                    Err(Short::Ended) => return Err(Stop::Io("stream ended inside a body".into())),
+                    Err(Short::Idle(d)) => return Err(Stop::Io(format!("idle for {d:?}"))),
+                    Err(Short::Io(e)) => return Err(Stop::Io(e.to_string())),
+                }
+            }
         }
         let n = fill(r, buf, idle).await?;
         if n == 0 {
@@ -887,8 +910,8 @@ async fn relay_response<R, W>(
     drain: Option<&CancellationToken>,
 ) -> Result<(u16, bool), Stop>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + AsTcp,
+    W: AsyncWrite + Unpin + AsTcp,
 {
     loop {
         let end = loop {

@@ -192,14 +192,14 @@ async fn relay(
     let cfg = &ctx.cfg;
     let (cr, cw) = tokio::io::split(client.io);
     let (ur, uw) = tokio::io::split(upstream);
-    let (mut cr, mut cw): (Reader, Writer) = (Box::new(cr), Box::new(cw));
-    let (mut ur, mut uw): (Reader, Writer) = (Box::new(ur), Box::new(uw));
+    let (mut cr, mut cw) = (Reader::boxed(cr), Writer::boxed(cw));
+    let (mut ur, mut uw) = (Reader::boxed(ur), Writer::boxed(uw));
     if let Some(rw) = &fwd.rewrite {
         let mut first = Vec::new();
         if let Some(req) = &rw.http_request {
             first = req.expand(ends.peer, ends.local);
             first.extend_from_slice(b"\r\n\r\n");
-            ur = Box::new(SkipHead::new(ur));
+            ur = Reader::boxed(SkipHead::new(ur));
         }
         if rw.http_accept {
             let ok = cw.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await;
@@ -215,9 +215,9 @@ async fn relay(
         if let Some(h) = &rw.header {
             let flag = rw.header_every.then(|| Arc::new(AtomicBool::new(false)));
             if let Some(f) = &flag {
-                cw = Box::new(NotifyWrite::new(cw, f.clone()));
+                cw = Writer::boxed(NotifyWrite::new(cw, f.clone()));
             }
-            cr = Box::new(InsertHeader::new(cr, h.expand(ends.peer, ends.local), flag));
+            cr = Reader::boxed(InsertHeader::new(cr, h.expand(ends.peer, ends.local), flag));
         }
     }
     crate::observe::stats::pair_opened();

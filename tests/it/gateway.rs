@@ -494,3 +494,56 @@ async fn records_name_the_mode_the_upstream_and_the_bytes_sent() {
     assert_eq!(conn[0]["bytes_to_client"], allowed.len() as u64);
     relay.shutdown().await;
 }
+
+/// A long body of known length is spliced socket to socket: exactly its
+/// bytes go up, and the pipelined request behind it stays whole and is
+/// policed and answered on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_bodies_go_up_exactly_and_the_request_behind_one_stays_whole() {
+    let (up, seen) = recording_upstream(Reply::HttpOk).await;
+    let relay = gateway("t-gw-splice", up, "").await;
+    let body: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let put = format!(
+        "PUT /big HTTP/1.1\r\nHost: good.oss.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let get = b"GET /after HTTP/1.1\r\nHost: good.oss.test\r\n\r\n";
+    let denied = b"GET /x HTTP/1.1\r\nHost: evil.oss.test\r\n\r\n";
+    let mut s = TcpStream::connect(relay.addr).await.unwrap();
+    // The head, a first slice of the body, then the rest with the next
+    // two requests right behind it, as a pipelining client sends them.
+    s.write_all(put.as_bytes()).await.unwrap();
+    s.write_all(&body[..1000]).await.unwrap();
+    let mut rest = body[1000..].to_vec();
+    rest.extend_from_slice(get);
+    rest.extend_from_slice(denied);
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&rest).await.unwrap();
+        w
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got)).await;
+    drop(writer.await.unwrap());
+    let got = String::from_utf8_lossy(&got);
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    assert!(got.contains("403"), "{got}");
+    let mut want = put.into_bytes();
+    want.extend_from_slice(&body);
+    want.extend_from_slice(get);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), want.len(), "bytes that reached the upstream");
+    assert!(seen == want, "the upstream got other bytes than were sent");
+    let reqs = requests("t-gw-splice", 3).await;
+    assert_eq!(reqs[0]["key"], "big");
+    let put_len = (want.len() - get.len()) as u64;
+    assert_eq!(
+        reqs[0]["bytes_from_client"].as_u64(),
+        Some(put_len),
+        "{}",
+        reqs[0]
+    );
+    relay.shutdown().await;
+}

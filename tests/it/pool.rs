@@ -65,7 +65,13 @@ async fn a_hundred_clients_each_get_their_own_bodies_back() {
     for i in 0..100 {
         let addr = relay.addr;
         tasks.push(tokio::spawn(async move {
-            let mine = body(i, 48 * 1024 + i);
+            // Every tenth body is long enough to be spliced.
+            let len = if i % 10 == 0 {
+                512 * 1024 + i
+            } else {
+                48 * 1024 + i
+            };
+            let mine = body(i, len);
             let path = format!("/aws-alibaba-oss/client-{i}.bin");
             for round in 0..3 {
                 let (st, _) = once(addr, "PUT", &path, &mine).await;
