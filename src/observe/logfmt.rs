@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
@@ -21,6 +22,28 @@ use tracing_subscriber::EnvFilter;
 use super::batch::{Batched, Sink};
 use super::time::Civil;
 use crate::config::{LogFormat, WhenFull};
+
+/// This process's ID, for the log lines; 0 until first read.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// The process ID, read once: `getpid(2)` is a system call, and this would
+/// otherwise be one per access record.
+fn pid() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let id = std::process::id();
+            PID.store(id, Ordering::Relaxed);
+            id
+        }
+        id => id,
+    }
+}
+
+/// Forgets the process ID read so far: stone's `-D` forks (daemon(3))
+/// after logging is set up, and the child's lines carry its own ID.
+pub fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
 
 /// A `FormatEvent` for both formats.
 pub struct LineFormat {
@@ -120,7 +143,7 @@ where
                     writer,
                     "<{}>ossrelay[{}]: {}",
                     3 * 8 + severity,
-                    std::process::id(),
+                    pid(),
                     fields.message
                 )?;
                 for (name, value) in &fields.rest {
@@ -131,8 +154,7 @@ where
                 writeln!(writer)
             }
             LogFormat::Text => {
-                // Read per event: -D forks after logging is set up.
-                write!(writer, "{} {} ", now.stone(), std::process::id())?;
+                write!(writer, "{} {} ", now.stone(), pid())?;
                 if *meta.level() < tracing::Level::INFO || *meta.level() > tracing::Level::DEBUG {
                     // stone has no levels; only mark the unusual ones.
                     write!(writer, "{} ", meta.level())?;

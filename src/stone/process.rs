@@ -155,6 +155,8 @@ fn daemonize() -> io::Result<()> {
     if unsafe { libc::daemon(1, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // The child has a new process ID; its log lines must say so.
+    crate::observe::logfmt::forget_pid();
     Ok(())
 }
 
