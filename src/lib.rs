@@ -28,6 +28,7 @@ pub mod wire;
 
 // The application: the server that wires the layers together, and the
 // tools around the relay.
+pub mod admin;
 #[cfg(feature = "store")]
 pub mod check;
 #[cfg(feature = "store")]

@@ -14,16 +14,21 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::Admin;
 use crate::config::{Config, RelayConfig, Service};
 use crate::error::Error;
 use crate::listener::{Bound, Opened};
+use crate::observe::metrics::Metrics;
 use crate::resolve::Resolve;
 
 /// Relays whose sockets are bound, not yet serving.
 pub struct Server {
     relays: Vec<(Arc<RelayConfig>, Bound)>,
     dns: Option<crate::dns::DnsServer>,
+    admin: Option<Admin>,
+    metrics: Arc<Metrics>,
     drain_timeout: Duration,
+    drain_grace: Duration,
 }
 
 impl Server {
@@ -45,30 +50,50 @@ impl Server {
         opened: Vec<Opened>,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Server, Error> {
+        let metrics = Arc::new(Metrics::new());
         let mut relays = Vec::new();
         for (cfg, opened) in config.relays.iter().zip(opened) {
             let cfg = Arc::new(cfg.clone());
-            let bound = Bound::adopt(&cfg, opened, resolver.clone())?;
+            let bound = Bound::adopt(&cfg, opened, resolver.clone(), metrics.add_relay(&cfg))?;
             relays.push((cfg, bound));
         }
         let dns = match &config.dns {
             None => None,
-            Some(d) => {
-                Some(
-                    crate::dns::DnsServer::bind(d.clone()).map_err(|source| Error::Bind {
+            Some(d) => Some(
+                crate::dns::DnsServer::bind(d.clone(), metrics.clone()).map_err(|source| {
+                    Error::Bind {
                         relay: "dns".into(),
                         addr: d.listen,
                         reason: crate::listener::explain(&source),
                         source,
-                    })?,
-                )
-            }
+                    }
+                })?,
+            ),
+        };
+        let admin = match &config.admin {
+            None => None,
+            Some(a) => Some(
+                Admin::bind(a, metrics.clone()).map_err(|source| Error::Bind {
+                    relay: "admin".into(),
+                    addr: a.listen,
+                    reason: crate::listener::explain(&source),
+                    source,
+                })?,
+            ),
         };
         Ok(Server {
             relays,
             dns,
+            admin,
+            metrics,
             drain_timeout: config.drain_timeout,
+            drain_grace: config.drain_grace,
         })
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Each relay's name and the address it actually bound.
@@ -82,12 +107,30 @@ impl Server {
                     .and_then(|d| d.local_addr().ok())
                     .map(|a| ("dns".to_string(), a)),
             )
+            .chain(
+                self.admin
+                    .as_ref()
+                    .and_then(|a| a.local_addr().ok())
+                    .map(|a| ("admin".to_string(), a)),
+            )
             .collect()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets open
-    /// connections finish until the drain deadline, and closes the rest.
+    /// Serves until `shutdown` completes, then drains in the order a load
+    /// balancer needs: `/readyz` turns 503 at once, relays keep accepting
+    /// for `drain_grace`, then stop accepting; open connections finish
+    /// until the drain deadline, and the rest are closed.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let admin_stop = CancellationToken::new();
+        // Not tracked with the relays: admin connections never hold up a
+        // drain, and the admin listener answers until the process exits.
+        let _admin_stop = admin_stop.clone().drop_guard();
+        if let Some(a) = self.admin {
+            if let Ok(addr) = a.local_addr() {
+                tracing::info!("admin: /metrics, /livez, /readyz and /healthz on http://{addr}");
+            }
+            tokio::spawn(a.serve(admin_stop));
+        }
         let stop = CancellationToken::new();
         let force = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -108,7 +151,16 @@ impl Server {
             accept_loops.spawn(d.serve(stop.clone()));
         }
         accept_loops.close();
+        self.metrics.set_serving();
         shutdown.await;
+        self.metrics.set_draining();
+        if !self.drain_grace.is_zero() {
+            tracing::info!(
+                "draining: /readyz answers 503; still accepting for {:?} (drain_grace)",
+                self.drain_grace
+            );
+            tokio::time::sleep(self.drain_grace).await;
+        }
         stop.cancel();
         accept_loops.wait().await;
         tracker.close();

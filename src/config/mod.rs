@@ -4,6 +4,7 @@
 //! `relay[1].upstream (line 7): missing port`, and validation collects all
 //! problems instead of stopping at the first.
 
+mod admin;
 mod dns;
 pub mod duration;
 pub mod gateway;
@@ -14,6 +15,7 @@ pub mod rewrite;
 mod tls;
 mod upstream;
 
+pub use admin::AdminConfig;
 pub use dns::DnsConfig;
 pub use gateway::{Gateway, PoolSettings, Route, Target, DEFAULT_HEAD_TIMEOUT};
 pub use relay::{
@@ -58,6 +60,11 @@ pub struct Config {
     pub relays: Vec<RelayConfig>,
     /// The DNS responder, if configured.
     pub dns: Option<DnsConfig>,
+    /// The admin listener (metrics, health), if configured.
+    pub admin: Option<AdminConfig>,
+    /// How long relays keep accepting after a stop signal, while
+    /// `/readyz` already answers 503 (so a load balancer can notice).
+    pub drain_grace: Duration,
 }
 
 /// Log output settings.
@@ -398,7 +405,11 @@ impl Validator<'_> {
         if raw.relay.is_empty() && raw.dns.is_none() {
             self.missing("relay", "no [[relay]] or [dns] defined; nothing to run");
         }
+        let drain_grace = self
+            .duration("server.drain_grace", &raw.server.drain_grace)
+            .unwrap_or(Duration::ZERO);
         let dns = raw.dns.as_ref().and_then(|d| self.dns(d));
+        let admin = raw.admin.as_ref().and_then(|a| self.admin(a));
         let mut relays = Vec::new();
         let mut raw_index = Vec::new();
         for (i, r) in raw.relay.iter().enumerate() {
@@ -408,12 +419,30 @@ impl Validator<'_> {
             }
         }
         self.cross_checks(&raw.relay, &raw_index, &relays, dns.as_ref());
+        if let (Some(a), Some(raw_admin)) = (&admin, &raw.admin) {
+            for r in relays.iter().filter(|r| r.protocol() != Protocol::Udp) {
+                let same_ip = r.listen.ip() == a.listen.ip()
+                    || r.listen.ip().is_unspecified()
+                    || a.listen.ip().is_unspecified();
+                if same_ip && r.listen.port() == a.listen.port() {
+                    if let Some(l) = &raw_admin.listen {
+                        self.problem(
+                            "admin.listen",
+                            l,
+                            format!("{} is also relay {:?}'s listen address", a.listen, r.name),
+                        );
+                    }
+                }
+            }
+        }
         if self.problems.is_empty() {
             Ok(Config {
                 log,
                 drain_timeout,
                 relays,
                 dns,
+                admin,
+                drain_grace,
             })
         } else {
             Err(self.problems)

@@ -20,6 +20,18 @@ pub struct RawConfig {
     pub relay: Vec<RawRelay>,
     /// The DNS responder.
     pub dns: Option<RawDns>,
+    /// The admin listener (metrics, health).
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// TCP address, e.g. "127.0.0.1:9900".
+    pub listen: Option<Spanned<String>>,
+    /// Clients allowed (addresses or CIDRs); everyone when absent.
+    pub allow: Option<Vec<Spanned<String>>>,
 }
 
 /// `[dns]`
@@ -62,6 +74,8 @@ pub struct RawLog {
 pub struct RawServer {
     /// How long open connections may run after SIGTERM/SIGINT.
     pub drain_timeout: Option<Spanned<String>>,
+    /// How long to keep accepting after SIGTERM while `/readyz` says 503.
+    pub drain_grace: Option<Spanned<String>>,
 }
 
 /// `[[relay]]`

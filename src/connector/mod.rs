@@ -24,15 +24,18 @@ use tokio::net::{TcpStream, UdpSocket, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backup, Forward, RelayConfig, Upstream};
+use crate::observe::metrics::{ConnectError, RelayMetrics};
 use crate::resolve::{lookup_within, Resolve};
 use crate::tls::{ClientTls, HandshakeError};
 
 /// How to dial one destination: the relay's settings, or a health probe's.
 #[derive(Debug, Clone, Copy)]
-struct Dial {
+struct Dial<'a> {
     timeout: Duration,
     source: Option<SocketAddr>,
     only_v6: bool,
+    /// Where connect times and failures are counted (not for probes).
+    metrics: Option<&'a RelayMetrics>,
 }
 
 /// Reaches the upstreams of one relay. One per relay, shared by its
@@ -44,6 +47,8 @@ pub struct Connector {
     rotation: AtomicUsize,
     /// The primary failed its last health check (only with a backup).
     master_down: AtomicBool,
+    /// The relay's counters for connect times and failures.
+    metrics: Option<Arc<RelayMetrics>>,
 }
 
 impl Connector {
@@ -55,7 +60,14 @@ impl Connector {
             resolver,
             rotation: AtomicUsize::new(0),
             master_down: AtomicBool::new(false),
+            metrics: None,
         }
+    }
+
+    /// Counts connect times and failures on `metrics`.
+    pub fn counting(mut self, metrics: Arc<RelayMetrics>) -> Connector {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The resolver, for services that pick destinations themselves (the
@@ -69,8 +81,9 @@ impl Connector {
         self.cfg.connect_timeout
     }
 
-    fn dial(&self) -> Dial {
+    fn dial(&self) -> Dial<'_> {
         Dial {
+            metrics: self.metrics.as_deref(),
             timeout: self.cfg.connect_timeout,
             source: self.cfg.source,
             only_v6: self.cfg.upstream_v6,
@@ -192,6 +205,7 @@ impl Connector {
         let cfg = &self.cfg;
         let probe = Dial {
             timeout: backup.interval.min(cfg.connect_timeout),
+            metrics: None,
             ..self.dial()
         };
         loop {
@@ -228,9 +242,15 @@ impl Connector {
 async fn connect_one(
     resolver: &dyn Resolve,
     target: &Upstream,
-    dial: Dial,
+    dial: Dial<'_>,
 ) -> Result<(TcpStream, SocketAddr), String> {
-    let addrs = lookup_within(resolver, &target.host, target.port, dial.timeout).await?;
+    let addrs = lookup_within(resolver, &target.host, target.port, dial.timeout)
+        .await
+        .inspect_err(|_| {
+            if let Some(m) = dial.metrics {
+                m.connect_failed(ConnectError::Dns);
+            }
+        })?;
     let addrs: Vec<SocketAddr> = addrs
         .into_iter()
         .filter(|a| !dial.only_v6 || a.is_ipv6())
@@ -252,7 +272,7 @@ async fn connect_one(
 
 /// One TCP connection to `addr` from the relay's source address (if set),
 /// within the connect timeout; the error names the address.
-async fn dial_addr(addr: SocketAddr, dial: &Dial) -> Result<TcpStream, String> {
+async fn dial_addr(addr: SocketAddr, dial: &Dial<'_>) -> Result<TcpStream, String> {
     if dial.source.is_some_and(|s| s.is_ipv4() != addr.is_ipv4()) {
         return Err(format!(
             "{addr}: not the address family of the source address"
@@ -269,7 +289,19 @@ async fn dial_addr(addr: SocketAddr, dial: &Dial) -> Result<TcpStream, String> {
         }
         socket.connect(addr).await
     };
-    match tokio::time::timeout(dial.timeout, attempt).await {
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(dial.timeout, attempt).await;
+    if let Some(m) = dial.metrics {
+        match &result {
+            Ok(Ok(_)) => m.connected(started.elapsed()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                m.connect_failed(ConnectError::Refused)
+            }
+            Ok(Err(_)) => m.connect_failed(ConnectError::Reset),
+            Err(_) => m.connect_failed(ConnectError::Timeout),
+        }
+    }
+    match result {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(format!("{addr}: {e}")),
         Err(_) => Err(format!("{addr}: timed out after {:?}", dial.timeout)),

@@ -27,6 +27,11 @@ pub enum Decision {
     Drop,
 }
 
+/// Whether a reply says NOERROR (the rcode, in the low 4 bits of byte 3).
+pub fn is_no_error(reply: &[u8]) -> bool {
+    reply.get(3).is_some_and(|b| b & 0x0f == 0)
+}
+
 /// Why a decision was made, for the log.
 pub fn describe(query: &[u8]) -> String {
     match Message::from_vec(query) {

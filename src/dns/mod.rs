@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::acl::{canonical, Action};
 use answer::Decision;
 
+use crate::observe::metrics::{DnsResult, Metrics};
+
 /// How long the upstream resolver gets to answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a TCP client may stay silent between queries.
@@ -31,12 +33,13 @@ pub struct DnsServer {
     cfg: Arc<DnsConfig>,
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
+    metrics: Arc<Metrics>,
 }
 
 impl DnsServer {
     /// Binds UDP and TCP on `cfg.listen` (the same port for both, also
     /// when it is 0). Must run inside a tokio runtime.
-    pub fn bind(cfg: DnsConfig) -> io::Result<DnsServer> {
+    pub fn bind(cfg: DnsConfig, metrics: Arc<Metrics>) -> io::Result<DnsServer> {
         let tcp = std::net::TcpListener::bind(cfg.listen)?;
         tcp.set_nonblocking(true)?;
         let udp = std::net::UdpSocket::bind(tcp.local_addr()?)?;
@@ -47,6 +50,7 @@ impl DnsServer {
             cfg: Arc::new(cfg),
             udp: Arc::new(udp),
             tcp,
+            metrics,
         })
     }
 
@@ -57,14 +61,19 @@ impl DnsServer {
 
     /// Serves until `stop` is cancelled.
     pub async fn serve(self, stop: CancellationToken) {
-        let DnsServer { cfg, udp, tcp } = self;
+        let DnsServer {
+            cfg,
+            udp,
+            tcp,
+            metrics,
+        } = self;
         tracing::info!(target: "ossrelay::dns", "dns: answering {} with {:?} on {}/udp+tcp; other names {}",
             cfg.names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
             cfg.answer,
             cfg.listen,
             cfg.upstream.map_or("refused".to_string(), |u| format!("forwarded to {u}")));
-        let udp_loop = serve_udp(cfg.clone(), udp, stop.clone());
-        let tcp_loop = serve_tcp(cfg, tcp, stop);
+        let udp_loop = serve_udp(cfg.clone(), udp, stop.clone(), metrics.clone());
+        let tcp_loop = serve_tcp(cfg, tcp, stop, metrics);
         tokio::join!(udp_loop, tcp_loop);
     }
 }
@@ -73,7 +82,12 @@ fn allowed(cfg: &DnsConfig, peer: SocketAddr) -> bool {
     cfg.acl.check(canonical(peer.ip())).0 == Action::Allow
 }
 
-async fn serve_udp(cfg: Arc<DnsConfig>, sock: Arc<UdpSocket>, stop: CancellationToken) {
+async fn serve_udp(
+    cfg: Arc<DnsConfig>,
+    sock: Arc<UdpSocket>,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, peer) = tokio::select! {
@@ -87,16 +101,21 @@ async fn serve_udp(cfg: Arc<DnsConfig>, sock: Arc<UdpSocket>, stop: Cancellation
             },
         };
         let query = buf[..n].to_vec();
-        let (cfg, sock) = (cfg.clone(), sock.clone());
+        let (cfg, sock, metrics) = (cfg.clone(), sock.clone(), metrics.clone());
         tokio::spawn(async move {
-            if let Some(reply) = handle(&cfg, &query, peer, false).await {
+            if let Some(reply) = counted(&metrics, handle(&cfg, &query, peer, false).await) {
                 let _ = sock.send_to(&reply, peer).await;
             }
         });
     }
 }
 
-async fn serve_tcp(cfg: Arc<DnsConfig>, listener: TcpListener, stop: CancellationToken) {
+async fn serve_tcp(
+    cfg: Arc<DnsConfig>,
+    listener: TcpListener,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -109,11 +128,10 @@ async fn serve_tcp(cfg: Arc<DnsConfig>, listener: TcpListener, stop: Cancellatio
                 }
             },
         };
-        let cfg = cfg.clone();
-        let stop = stop.clone();
+        let (cfg, stop, metrics) = (cfg.clone(), stop.clone(), metrics.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = tcp_session(&cfg, stream, peer) => {}
+                _ = tcp_session(&cfg, stream, peer, &metrics) => {}
                 _ = stop.cancelled() => {}
             }
         });
@@ -121,7 +139,7 @@ async fn serve_tcp(cfg: Arc<DnsConfig>, listener: TcpListener, stop: Cancellatio
 }
 
 /// Length-prefixed queries (RFC 1035 4.2.2) until the client goes quiet.
-async fn tcp_session(cfg: &DnsConfig, mut s: TcpStream, peer: SocketAddr) {
+async fn tcp_session(cfg: &DnsConfig, mut s: TcpStream, peer: SocketAddr, metrics: &Metrics) {
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
@@ -135,7 +153,7 @@ async fn tcp_session(cfg: &DnsConfig, mut s: TcpStream, peer: SocketAddr) {
         {
             return;
         }
-        let Some(reply) = handle(cfg, &query, peer, true).await else {
+        let Some(reply) = counted(metrics, handle(cfg, &query, peer, true).await) else {
             return;
         };
         let Ok(n) = u16::try_from(reply.len()) else {
@@ -149,24 +167,43 @@ async fn tcp_session(cfg: &DnsConfig, mut s: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// The reply to one query, or `None` to stay silent.
-async fn handle(cfg: &DnsConfig, query: &[u8], peer: SocketAddr, tcp: bool) -> Option<Vec<u8>> {
+/// Counts what a query came to, and passes its reply on.
+fn counted(metrics: &Metrics, (reply, result): (Option<Vec<u8>>, DnsResult)) -> Option<Vec<u8>> {
+    metrics.dns_query(result);
+    reply
+}
+
+/// The reply to one query (`None` to stay silent), and what it came to.
+async fn handle(
+    cfg: &DnsConfig,
+    query: &[u8],
+    peer: SocketAddr,
+    tcp: bool,
+) -> (Option<Vec<u8>>, DnsResult) {
     let what = || answer::describe(query);
     if !allowed(cfg, peer) {
         tracing::info!(target: "ossrelay::dns", "dns: {peer} {}: refused by the ACL", what());
-        return refused(cfg, query, tcp);
+        return (refused(cfg, query, tcp), DnsResult::Refused);
     }
     match answer::decide(cfg, query, tcp) {
         Decision::Reply(r) => {
             tracing::debug!(target: "ossrelay::dns", "dns: {peer} {}: answered", what());
-            Some(r)
+            // Our own names, or a REFUSED or FORMERR for the rest.
+            let result = if answer::is_no_error(&r) {
+                DnsResult::Answered
+            } else {
+                DnsResult::Refused
+            };
+            (Some(r), result)
         }
         Decision::Drop => {
             tracing::debug!(target: "ossrelay::dns", "dns: {peer}: dropped {} bytes that are not DNS", query.len());
-            None
+            (None, DnsResult::Refused)
         }
         Decision::Forward => {
-            let upstream = cfg.upstream?;
+            let Some(upstream) = cfg.upstream else {
+                return (None, DnsResult::Refused);
+            };
             let r = if tcp {
                 forward_tcp(upstream, query).await
             } else {
@@ -175,13 +212,13 @@ async fn handle(cfg: &DnsConfig, query: &[u8], peer: SocketAddr, tcp: bool) -> O
             match r {
                 Ok(reply) => {
                     tracing::debug!(target: "ossrelay::dns", "dns: {peer} {}: forwarded to {upstream}", what());
-                    Some(reply)
+                    (Some(reply), DnsResult::Forwarded)
                 }
                 Err(e) => {
                     tracing::warn!(target: "ossrelay::dns", "dns: {peer} {}: upstream {upstream} failed: {e}", what());
                     // SERVFAIL would be more exact; REFUSED also makes
                     // the client try its next resolver.
-                    refused(cfg, query, tcp)
+                    (refused(cfg, query, tcp), DnsResult::Refused)
                 }
             }
         }

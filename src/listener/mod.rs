@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Protocol, RelayConfig};
 use crate::error::Error;
+use crate::observe::metrics::RelayMetrics;
 use crate::resolve::Resolve;
 use crate::service::udp::UdpRelay;
 use tcp::TcpRelay;
@@ -58,7 +59,8 @@ impl Opened {
 impl Bound {
     /// Binds relay `cfg`'s socket. Must run inside a tokio runtime.
     pub fn bind(cfg: &Arc<RelayConfig>, resolver: Arc<dyn Resolve>) -> Result<Bound, Error> {
-        Bound::adopt(cfg, Opened::open(cfg)?, resolver)
+        let metrics = Arc::new(RelayMetrics::new(cfg));
+        Bound::adopt(cfg, Opened::open(cfg)?, resolver, metrics)
     }
 
     /// Makes a socket opened earlier ready to serve relay `cfg`. Must run
@@ -67,6 +69,7 @@ impl Bound {
         cfg: &Arc<RelayConfig>,
         opened: Opened,
         resolver: Arc<dyn Resolve>,
+        metrics: Arc<RelayMetrics>,
     ) -> Result<Bound, Error> {
         let setup_err = |source: io::Error| Error::Bind {
             relay: cfg.name.clone(),
@@ -77,11 +80,15 @@ impl Bound {
         Ok(match opened {
             Opened::Tcp(l) => {
                 let listener = TcpListener::from_std(l).map_err(setup_err)?;
-                Bound::Tcp(TcpRelay::new(cfg.clone(), listener, resolver).map_err(setup_err)?)
+                Bound::Tcp(
+                    TcpRelay::new(cfg.clone(), listener, resolver, metrics).map_err(setup_err)?,
+                )
             }
             Opened::Udp(s) => {
                 let socket = UdpSocket::from_std(s).map_err(setup_err)?;
-                Bound::Udp(UdpRelay::new(cfg.clone(), socket, resolver).map_err(setup_err)?)
+                Bound::Udp(
+                    UdpRelay::new(cfg.clone(), socket, resolver, metrics).map_err(setup_err)?,
+                )
             }
         })
     }

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::acl::{canonical, Action};
 use crate::config::{Protocol, RelayConfig};
 use crate::observe::access::{AccessRecord, CloseReason};
+use crate::observe::metrics::{Refused, RelayMetrics};
 use crate::resolve::Resolve;
 use crate::service;
 use crate::sockopt;
@@ -52,6 +53,7 @@ impl TcpRelay {
         cfg: Arc<RelayConfig>,
         listener: TcpListener,
         resolver: Arc<dyn Resolve>,
+        metrics: Arc<RelayMetrics>,
     ) -> io::Result<TcpRelay> {
         let id = listener.as_raw_fd();
         let listen_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -62,6 +64,7 @@ impl TcpRelay {
         // If setting them fails, every accepted socket gets them instead.
         let listener_opts = sockopt::set_listener_options(&listener, &cfg);
         let limit = Arc::new(Semaphore::new(cfg.max_connections));
+        metrics.track_active(&limit, cfg.max_connections);
         let accounting = match &cfg.accounting {
             None => None,
             Some(p) => Some(
@@ -77,7 +80,7 @@ impl TcpRelay {
         Ok(TcpRelay {
             listener_opts,
             accounting,
-            ctx: service::Context::new(cfg, resolver, id, listen_port),
+            ctx: service::Context::new(cfg, resolver, id, listen_port, metrics),
             listener,
             limit,
         })
@@ -237,6 +240,7 @@ impl Shard {
                     continue;
                 }
             };
+            shared.ctx.metrics.accepted();
             let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
             // Behind a load balancer the peer is the balancer: check it
             // against accept_from here, and the real client after the
@@ -291,6 +295,13 @@ fn account(file: &std::sync::Mutex<std::fs::File>, port: u16, id: i32, peer: Soc
 }
 
 fn refuse(shared: &Shared, stream: &TcpStream, peer: SocketAddr, reason: CloseReason) {
+    shared.ctx.metrics.refused(match reason {
+        CloseReason::RefusedAcl => Refused::Acl,
+        CloseReason::RefusedLimit => Refused::Limit,
+        // The listener refuses nothing else but bad or unwanted PROXY
+        // headers.
+        _ => Refused::ProxyProtocol,
+    });
     AccessRecord {
         relay: &shared.ctx.cfg.name,
         protocol: Protocol::Tcp,
@@ -406,7 +417,13 @@ mod tests {
         let (stream, peer) = listener.accept().await.expect("accept");
         let resolver: Arc<dyn Resolve> = Arc::new(crate::resolve::StaticResolver::new());
         let shared = Arc::new(Shared {
-            ctx: service::Context::new(cfg, resolver, 0, addr.port()),
+            ctx: service::Context::new(
+                cfg.clone(),
+                resolver,
+                0,
+                addr.port(),
+                Arc::new(RelayMetrics::new(&cfg)),
+            ),
             accounting: None,
             inherited: true,
             force: CancellationToken::new(),

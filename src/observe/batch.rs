@@ -377,9 +377,11 @@ mod tests {
             b.push(&line, false);
         }
         assert!(t.elapsed() < Duration::from_secs(10), "pushing waited");
-        // 4000 KiB pushed; the pipe takes 64 KiB and a buffer holds 1 MiB.
+        // 4000 KiB pushed. At most 64 KiB sit in the pipe, 1 MiB in the
+        // batch the writer is stuck writing, and 1 MiB in the buffer: at
+        // least 1 888 lines are dropped, and counted.
         let dropped = b.dropped();
-        assert!((2000..=3950).contains(&dropped), "dropped {dropped}");
+        assert!((1888..=3950).contains(&dropped), "dropped {dropped}");
     }
 
     #[test]

@@ -3,5 +3,6 @@
 pub mod access;
 pub mod batch;
 pub mod logfmt;
+pub mod metrics;
 pub mod stats;
 pub mod time;

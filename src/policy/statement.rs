@@ -185,6 +185,22 @@ fn describe(t: &Touch) -> String {
 }
 
 impl Policy {
+    /// The bucket names the statements spell out (no globs), in order and
+    /// once each: the bucket label values of the request metrics.
+    pub fn named_buckets(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for b in self
+            .statements
+            .iter()
+            .flat_map(|s| s.buckets.iter().flatten())
+        {
+            if !b.contains(['*', '?']) && !out.contains(b) {
+                out.push(b.clone());
+            }
+        }
+        out
+    }
+
     /// Decides a classified request from `who`.
     pub fn decide(&self, c: &Classified, source: IpAddr) -> Decision {
         let who = Principal {

@@ -16,6 +16,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::observe::access::CloseReason;
+use crate::observe::metrics::RelayMetrics;
 
 /// A splice that moves less than this means the flow has gone back to
 /// small messages, which copying handles with fewer kernel round trips.
@@ -39,16 +41,53 @@ pub struct Meter {
     pub from_client: AtomicU64,
     /// Bytes written to the client (upstream → downstream).
     pub to_client: AtomicU64,
+    /// The relay's totals, which [`Meter::moved`] bumps as bytes move (so
+    /// a long transfer shows in the metrics while it runs).
+    relay: Option<Arc<RelayMetrics>>,
 }
 
 impl Meter {
-    /// A meter started now.
+    /// A meter started now, counting for no relay.
     pub fn new() -> Meter {
+        Meter::counting(None)
+    }
+
+    /// A meter started now that also counts into `relay`'s totals.
+    pub fn counting(relay: Option<Arc<RelayMetrics>>) -> Meter {
         Meter {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             from_client: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
+            relay,
+        }
+    }
+
+    /// `n` bytes moved `dir`: the pair's counter and the relay's.
+    #[inline]
+    pub fn moved(&self, dir: Direction, n: u64) {
+        match dir {
+            Direction::Up => self.from_client.fetch_add(n, Ordering::Relaxed),
+            Direction::Down => self.to_client.fetch_add(n, Ordering::Relaxed),
+        };
+        self.relay_moved(dir, n);
+    }
+
+    /// The relay's counters this meter adds to, if any.
+    pub fn relay(&self) -> Option<&RelayMetrics> {
+        self.relay.as_deref()
+    }
+
+    /// `n` bytes moved `dir`, for the relay's totals only: for callers
+    /// that keep the pair's count themselves (the http gateway counts per
+    /// request).
+    #[inline]
+    pub fn relay_moved(&self, dir: Direction, n: u64) {
+        if let Some(r) = &self.relay {
+            match dir {
+                Direction::Up => r.from_client(n),
+                Direction::Down => r.to_client(n),
+            }
         }
     }
 
@@ -115,8 +154,8 @@ pub async fn relay(
     };
     // Pinned where they are made: moving them into `drive` would keep a
     // second, dead copy of each in this future's state, for every pair.
-    let up = std::pin::pin!(pump(client, upstream, &meter.from_client, meter, dump_up));
-    let down = std::pin::pin!(pump(upstream, client, &meter.to_client, meter, dump_down));
+    let up = std::pin::pin!(pump(client, upstream, Direction::Up, meter, dump_up));
+    let down = std::pin::pin!(pump(upstream, client, Direction::Down, meter, dump_down));
     drive(up, down, idle, force, meter).await
 }
 
@@ -166,7 +205,7 @@ pub(super) async fn drive(
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
-    count: &AtomicU64,
+    dir: Direction,
     meter: &Meter,
     dump: Option<&super::dump::Dump>,
 ) -> io::Result<()> {
@@ -185,7 +224,7 @@ async fn pump(
         let mut urgent = false;
         #[cfg(target_os = "linux")]
         if splicer.active {
-            match splicer.step(src, dst, count, meter).await? {
+            match splicer.step(src, dst, dir, meter).await? {
                 Step::Moved => continue,
                 Step::Read => {}
                 Step::ReadPastMark => urgent = true,
@@ -210,7 +249,7 @@ async fn pump(
         if let Some(d) = dump {
             d.log(&buf[..n]);
         }
-        write_all(dst, &buf[..n], count, meter).await?;
+        write_all(dst, &buf[..n], dir, meter).await?;
         #[cfg(target_os = "linux")]
         if n == buf.len() && splicer.usable {
             splicer.active = true;
@@ -261,7 +300,7 @@ impl Splicer {
         &mut self,
         src: &TcpStream,
         dst: &TcpStream,
-        count: &AtomicU64,
+        dir: Direction,
         meter: &Meter,
     ) -> io::Result<Step> {
         use super::splice::{Pipe, CHUNK, MIN_USEFUL};
@@ -300,7 +339,7 @@ impl Splicer {
             match dst.try_io(Interest::WRITABLE, || p.drain_to(dst_fd, left)) {
                 Ok(m) => {
                     left -= m;
-                    count.fetch_add(m as u64, Ordering::Relaxed);
+                    meter.moved(dir, m as u64);
                     meter.touch();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -351,19 +390,14 @@ pub(super) fn at_urgent_mark(fd: std::os::fd::RawFd) -> bool {
     rc == 0 && at != 0
 }
 
-async fn write_all(
-    dst: &TcpStream,
-    buf: &[u8],
-    count: &AtomicU64,
-    meter: &Meter,
-) -> io::Result<()> {
+async fn write_all(dst: &TcpStream, buf: &[u8], dir: Direction, meter: &Meter) -> io::Result<()> {
     let mut off = 0;
     while off < buf.len() {
         write_ready(dst).await?;
         match dst.try_write(&buf[off..]) {
             Ok(m) => {
                 off += m;
-                count.fetch_add(m as u64, Ordering::Relaxed);
+                meter.moved(dir, m as u64);
                 meter.touch();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::copy::{at_urgent_mark, Meter};
+use super::copy::{at_urgent_mark, Direction, Meter};
 use super::splice::{Pipe, CHUNK, MIN_USEFUL};
 
 /// Why [`splice_exact`] stopped short.
@@ -30,13 +30,14 @@ pub enum Short {
 }
 
 /// Moves exactly `len` bytes from `src` to `dst` through a pipe, counting
-/// what was read on `read` and what was written on `written`.
+/// what was written on `written`, and on `meter` as the http gateway
+/// counts (`dir` says which way the body goes).
 pub async fn splice_exact(
     src: &TcpStream,
     dst: &TcpStream,
     len: u64,
     idle: Duration,
-    read: Option<&AtomicU64>,
+    dir: Direction,
     written: &AtomicU64,
     meter: &Meter,
 ) -> Result<(), Short> {
@@ -69,8 +70,10 @@ pub async fn splice_exact(
             Err(e) => return Err(Short::Io(e)),
         };
         moved_any = true;
-        if let Some(c) = read {
-            c.fetch_add(n as u64, Ordering::Relaxed);
+        // As forward_body counts: reads from a client for the pair and
+        // the relay, writes to a client for the relay.
+        if dir == Direction::Up {
+            meter.moved(dir, n as u64);
         }
         meter.touch();
         let mut inside = n;
@@ -80,6 +83,9 @@ pub async fn splice_exact(
                 Ok(m) => {
                     inside -= m;
                     written.fetch_add(m as u64, Ordering::Relaxed);
+                    if dir == Direction::Down {
+                        meter.relay_moved(dir, m as u64);
+                    }
                     meter.touch();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

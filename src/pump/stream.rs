@@ -6,7 +6,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::copy::{drive, Meter, Outcome};
+use super::copy::{drive, Direction, Meter, Outcome};
 
 /// A TCP or TLS stream, boxed so one code path serves every combination.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -190,12 +189,12 @@ pub async fn relay_halves(
 ) -> Outcome {
     meter.touch();
     let ((mut cr, mut cw), (mut ur, mut uw)) = (client, upstream);
-    let up = std::pin::pin!(pump(&mut cr, &mut uw, &meter.from_client, meter));
-    let down = std::pin::pin!(pump(&mut ur, &mut cw, &meter.to_client, meter));
+    let up = std::pin::pin!(pump(&mut cr, &mut uw, Direction::Up, meter));
+    let down = std::pin::pin!(pump(&mut ur, &mut cw, Direction::Down, meter));
     drive(up, down, idle, force, meter).await
 }
 
-async fn pump<R, W>(src: &mut R, dst: &mut W, count: &AtomicU64, meter: &Meter) -> io::Result<()>
+async fn pump<R, W>(src: &mut R, dst: &mut W, dir: Direction, meter: &Meter) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -213,7 +212,7 @@ where
         meter.touch();
         dst.write_all(&buf[..n]).await?;
         dst.flush().await?;
-        count.fetch_add(n as u64, Ordering::Relaxed);
+        meter.moved(dir, n as u64);
         meter.touch();
     }
 }

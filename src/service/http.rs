@@ -17,9 +17,10 @@ use super::Context;
 use crate::config::{Gateway, RelayConfig, Target};
 use crate::connector::pool::{self, Pool};
 use crate::observe::access::CloseReason;
+use crate::observe::metrics::Refused;
 use crate::policy::action;
 use crate::policy::statement::Verdict;
-use crate::pump::copy::Meter;
+use crate::pump::copy::{Direction, Meter};
 #[cfg(target_os = "linux")]
 use crate::pump::exact::{splice_exact, Short};
 use crate::pump::stream::{halves, AsTcp, Halvable, Reader, Writer};
@@ -487,7 +488,7 @@ impl<'a> Session<'a> {
             &mut u.w,
             req.framing,
             idle,
-            Some(&meter.from_client),
+            Direction::Up,
             sent_up,
             meter,
         );
@@ -587,7 +588,7 @@ impl<'a> Session<'a> {
             Err(_) => 0,
         };
         let _ = self.cw.shutdown().await;
-        self.meter.to_client.fetch_add(sent, Ordering::Relaxed);
+        self.meter.moved(Direction::Down, sent);
         sent
     }
 
@@ -599,6 +600,16 @@ impl<'a> Session<'a> {
         sent: (u64, u64),
         upstream: Option<SocketAddr>,
     ) {
+        let m = &self.ctx.metrics;
+        m.request(named.bucket, o.status);
+        match o.decision {
+            "allowed" => m.decided(true),
+            "denied" => {
+                m.decided(false);
+                m.refused(Refused::Policy);
+            }
+            _ => {}
+        }
         record(&self.ctx.cfg, self.peer, named, o, started, sent, upstream);
     }
 }
@@ -661,7 +672,7 @@ pub async fn exchange_once(
         &mut uw,
         one.framing,
         idle,
-        Some(&meter.from_client),
+        Direction::Up,
         &up,
         meter,
     );
@@ -799,7 +810,7 @@ async fn read_head<R: AsyncRead + Unpin>(
             Err(_) => return HeadRead::Refuse(408, "request head not received in time"),
         };
         meter.touch();
-        meter.from_client.fetch_add(n as u64, Ordering::Relaxed);
+        meter.moved(Direction::Up, n as u64);
         deadline.get_or_insert_with(|| tokio::time::Instant::now() + whole);
     }
 }
@@ -831,7 +842,7 @@ async fn forward_body<R, W>(
     w: &mut W,
     framing: Framing,
     idle: Duration,
-    read: Option<&AtomicU64>,
+    dir: Direction,
     written: &AtomicU64,
     meter: &Meter,
 ) -> Result<(), Stop>
@@ -861,6 +872,9 @@ where
                 .await
                 .map_err(|e| Stop::Io(e.to_string()))?;
             written.fetch_add(take as u64, Ordering::Relaxed);
+            if dir == Direction::Down {
+                meter.relay_moved(dir, take as u64);
+            }
             buf.drain(..take);
         }
         if done {
@@ -871,7 +885,7 @@ where
         #[cfg(target_os = "linux")]
         if matches!(framing, Framing::Length(_)) && left >= SPLICE_FROM && buf.is_empty() {
             if let (Some(src), Some(dst)) = (r.as_tcp(), w.as_tcp()) {
-                match splice_exact(src, dst, left, idle, read, written, meter).await {
+                match splice_exact(src, dst, left, idle, dir, written, meter).await {
                     Ok(()) => return Ok(()),
                     // Nothing moved: copy it all.
                     Err(Short::Unsupported) => {}
@@ -889,8 +903,11 @@ where
                 Err(Stop::Io("stream ended inside a body".into()))
             };
         }
-        if let Some(c) = read {
-            c.fetch_add(n as u64, Ordering::Relaxed);
+        // Reads from the client count for the pair and the relay as they
+        // happen; responses count per request (the caller adds them to the
+        // pair) and for the relay as they are written.
+        if dir == Direction::Up {
+            meter.moved(dir, n as u64);
         }
         meter.touch();
     }
@@ -934,6 +951,7 @@ where
                 .await
                 .map_err(|e| Stop::Io(e.to_string()))?;
             written.fetch_add(end as u64, Ordering::Relaxed);
+            meter.relay_moved(Direction::Down, end as u64);
             buf.drain(..end);
             w.flush().await.map_err(|e| Stop::Io(e.to_string()))?;
             continue;
@@ -948,7 +966,18 @@ where
             end += CLOSE.len();
             close = true;
         }
-        forward_body(r, buf, end, w, resp.framing, idle, None, written, meter).await?;
+        forward_body(
+            r,
+            buf,
+            end,
+            w,
+            resp.framing,
+            idle,
+            Direction::Down,
+            written,
+            meter,
+        )
+        .await?;
         return Ok((resp.status, close));
     }
 }

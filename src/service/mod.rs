@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Forward, Protocol, RelayConfig, Service};
 use crate::connector::Connector;
 use crate::observe::access::{AccessRecord, CloseReason};
+use crate::observe::metrics::{Refused, RelayMetrics};
 use crate::pump::copy::{self, Meter};
 use crate::resolve::Resolve;
 use crate::tls::HandshakeError;
@@ -48,6 +49,8 @@ pub struct Context {
     /// Cancelled when the relay stops accepting and drains: services that
     /// keep idle connections (the http gateway) close them then.
     pub drain: CancellationToken,
+    /// The relay's counters for `/metrics`.
+    pub metrics: Arc<RelayMetrics>,
 }
 
 impl Context {
@@ -58,6 +61,7 @@ impl Context {
         resolver: Arc<dyn Resolve>,
         id: i32,
         listen_port: u16,
+        metrics: Arc<RelayMetrics>,
     ) -> Context {
         if cfg.upstream_tls.as_ref().is_some_and(|t| t.spec.insecure) {
             tracing::warn!(relay = %cfg.name, "stone {id}: upstream TLS certificates are NOT verified (insecure = true / -q verify,none)");
@@ -66,11 +70,12 @@ impl Context {
             crate::connector::ident::enable();
         }
         Context {
-            connector: Arc::new(Connector::new(cfg.clone(), resolver)),
+            connector: Arc::new(Connector::new(cfg.clone(), resolver).counting(metrics.clone())),
             cfg,
             id,
             listen_port,
             drain: CancellationToken::new(),
+            metrics,
         }
     }
 
@@ -114,7 +119,7 @@ pub async fn serve(ctx: &Context, conn: Conn, force: &CancellationToken) {
         mode,
     } = conn;
     let cfg = &ctx.cfg;
-    let meter = Meter::new();
+    let meter = Meter::counting(Some(ctx.metrics.clone()));
     let mut record = AccessRecord {
         relay: &cfg.name,
         protocol: Protocol::Tcp,
@@ -218,6 +223,19 @@ fn log_client_handshake(cfg: &RelayConfig, id: i32, fd: i32, peer: SocketAddr, e
 /// Completes a connection's access record from its meter and writes it.
 fn finish(mut record: AccessRecord<'_>, meter: &Meter, reason: CloseReason) {
     use std::sync::atomic::Ordering::Relaxed;
+    if let Some(m) = meter.relay() {
+        match reason {
+            CloseReason::TlsFailed => m.refused(Refused::Tls),
+            // Only the forward proxy ends a connection for its policy; the
+            // gateways count each request or server name as they decide.
+            CloseReason::RefusedDestination => {
+                m.decided(false);
+                m.refused(Refused::Policy);
+            }
+            _ if matches!(record.service, "proxy") && record.upstream.is_some() => m.decided(true),
+            _ => {}
+        }
+    }
     record.reason = reason;
     record.bytes_from_client = meter.from_client.load(Relaxed);
     record.bytes_to_client = meter.to_client.load(Relaxed);

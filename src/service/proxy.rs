@@ -17,7 +17,7 @@ use super::tcp;
 use super::{finish, Context};
 use crate::observe::access::{AccessRecord, CloseReason};
 use crate::policy::dest::DestPolicy;
-use crate::pump::copy::{self, Meter};
+use crate::pump::copy::{self, Direction, Meter};
 use crate::resolve::lookup;
 
 /// Longest request head accepted.
@@ -313,10 +313,7 @@ async fn connect(
             return Err(CloseReason::BadRequest);
         }
     };
-    meter.from_client.fetch_add(
-        (head.len() + early.len()) as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    meter.moved(Direction::Up, (head.len() + early.len()) as u64);
     let target = match parse_head(&head) {
         Ok(t) => t,
         Err(why) => {
@@ -447,14 +444,10 @@ async fn connect(
         {
             tracing::warn!(relay = %cfg.name, "{} TCP {fd}: proxy tunnel to {}: server name {name:?}: {why}", ctx.id, target.host);
             let sent = sni::alert(client, sni::ACCESS_DENIED).await;
-            meter
-                .to_client
-                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            meter.moved(Direction::Down, sent);
             return Err(CloseReason::RefusedDestination);
         }
-        meter
-            .from_client
-            .fetch_add(hello.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        meter.moved(Direction::Up, hello.len() as u64);
         up.write_all(&hello).await.map_err(|_| CloseReason::Reset)?;
     }
     Ok((up, addr))

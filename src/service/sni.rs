@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::config::{Gateway, RelayConfig};
-use crate::pump::copy::{self, Meter};
+use crate::observe::metrics::Refused;
+use crate::pump::copy::{self, Direction, Meter};
 use crate::wire::client_hello;
 use crate::wire::http_head::MAX_HEAD;
 
@@ -94,14 +95,12 @@ pub(super) async fn serve(
         Hello::Bad(why) => {
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer}: {why}");
             let sent = alert(&mut client, DECODE_ERROR).await;
-            meter.to_client.fetch_add(sent, Ordering::Relaxed);
+            meter.moved(Direction::Down, sent);
             record(cfg, peer, None, None, "bad-request", &why, started, meter);
             return None;
         }
     };
-    meter
-        .from_client
-        .fetch_add(seen.len() as u64, Ordering::Relaxed);
+    meter.moved(Direction::Up, seen.len() as u64);
     let host = name.clone().unwrap_or_default();
     let target = match gw.target(&host, "/") {
         Some(t) => t,
@@ -112,7 +111,7 @@ pub(super) async fn serve(
             };
             tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer}: {why}");
             let sent = alert(&mut client, UNRECOGNIZED_NAME).await;
-            meter.to_client.fetch_add(sent, Ordering::Relaxed);
+            meter.moved(Direction::Down, sent);
             record(
                 cfg,
                 peer,
@@ -132,7 +131,7 @@ pub(super) async fn serve(
     if let Err(why) = gw.check(bucket.as_deref(), peer.ip()) {
         tracing::warn!(relay = %cfg.name, "{id} TCP {fd}: {peer} {host}: {why}");
         let sent = alert(&mut client, ACCESS_DENIED).await;
-        meter.to_client.fetch_add(sent, Ordering::Relaxed);
+        meter.moved(Direction::Down, sent);
         record(
             cfg,
             peer,
@@ -221,6 +220,16 @@ fn record_to(
     started: Instant,
     meter: &Meter,
 ) {
+    if let Some(m) = meter.relay() {
+        match decision {
+            "allowed" => m.decided(true),
+            "denied" => {
+                m.decided(false);
+                m.refused(Refused::Policy);
+            }
+            _ => {}
+        }
+    }
     let upstream = upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
     tracing::info!(
         target: "ossrelay::access",

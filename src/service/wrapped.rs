@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -19,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::{finish, Context};
 use crate::config::{Forward, RelayConfig};
 use crate::observe::access::{AccessRecord, CloseReason};
-use crate::pump::copy::Meter;
+use crate::pump::copy::{Direction, Meter};
 use crate::pump::rewrite::{HeadEnd, InsertHeader, NotifyWrite, SkipHead};
 use crate::pump::stream::{self, Io, Reader, Writer};
 use crate::tls::HandshakeError;
@@ -206,9 +205,7 @@ async fn relay(
             ok.and(cw.flush().await).map_err(|_| CloseReason::Reset)?;
         }
         first.extend_from_slice(&client.early);
-        meter
-            .from_client
-            .fetch_add(client.early.len() as u64, Ordering::Relaxed);
+        meter.moved(Direction::Up, client.early.len() as u64);
         if !first.is_empty() {
             uw.write_all(&first).await.map_err(|_| CloseReason::Reset)?;
         }

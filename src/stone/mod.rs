@@ -824,6 +824,8 @@ impl StoneCommand {
             drain_timeout: crate::config::DEFAULT_DRAIN,
             relays,
             dns: None,
+            admin: None,
+            drain_grace: std::time::Duration::ZERO,
         })
     }
 

@@ -95,6 +95,8 @@ impl Relay {
             drain_timeout: Duration::from_secs(5),
             relays: vec![cfg],
             dns: None,
+            admin: None,
+            drain_grace: Duration::ZERO,
         };
         let server = Server::bind(&config, resolver).expect("bind relay");
         let addr = server.local_addrs()[0].1;

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, shared helpers in `helpers`. Everything
 //! binds 127.0.0.1:0 (or 127.0.0.x:0) and waits on readiness, never on sleep.
 
+mod admin;
 #[cfg(feature = "store")]
 mod check;
 mod cli;

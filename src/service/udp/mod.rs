@@ -22,7 +22,8 @@ use crate::acl::{canonical, Action};
 use crate::config::{Protocol, RelayConfig, Service, Upstream};
 use crate::connector::Connector;
 use crate::observe::access::{AccessRecord, CloseReason};
-use crate::pump::copy::Meter;
+use crate::observe::metrics::RelayMetrics;
+use crate::pump::copy::{Direction, Meter};
 use crate::resolve::Resolve;
 use batch::Inbox;
 
@@ -47,6 +48,7 @@ pub struct UdpRelay {
     socket: Arc<UdpSocket>,
     connector: Connector,
     id: i32,
+    metrics: Arc<RelayMetrics>,
 }
 
 struct Session {
@@ -64,6 +66,7 @@ impl UdpRelay {
         cfg: Arc<RelayConfig>,
         socket: UdpSocket,
         resolver: Arc<dyn Resolve>,
+        metrics: Arc<RelayMetrics>,
     ) -> io::Result<UdpRelay> {
         let Service::Udp(upstream) = &cfg.service else {
             return Err(io::Error::other(format!(
@@ -80,11 +83,12 @@ impl UdpRelay {
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(LISTEN_RCVBUF);
         Ok(UdpRelay {
             gso: std::sync::atomic::AtomicBool::new(cfg!(target_os = "linux")),
-            connector: Connector::new(cfg.clone(), resolver),
+            connector: Connector::new(cfg.clone(), resolver).counting(metrics.clone()),
             cfg,
             upstream,
             socket: Arc::new(socket),
             id,
+            metrics,
         })
     }
 
@@ -169,7 +173,18 @@ impl UdpRelay {
                 state.touch();
                 let datagrams: Vec<&[u8]> = run.map(|k| inbox.get(k).0).collect();
                 let sent = self.forward(&upstream, &datagrams).await;
-                state.from_client.fetch_add(sent, Ordering::Relaxed);
+                state.moved(Direction::Up, sent);
+                // The datagrams whose bytes all went out.
+                let mut left = sent;
+                let whole = datagrams
+                    .iter()
+                    .take_while(|d| {
+                        let fits = left >= d.len() as u64;
+                        left = left.saturating_sub(d.len() as u64);
+                        fits
+                    })
+                    .count();
+                self.metrics.datagrams(true, whole as u64);
             }
         }
     }
@@ -242,7 +257,7 @@ impl UdpRelay {
         tracker: &TaskTracker,
     ) -> Option<(Arc<UdpSocket>, Arc<Meter>)> {
         // Counts from the first datagram, so a failed set-up has a duration too.
-        let meter = Meter::new();
+        let meter = Meter::counting(Some(self.metrics.clone()));
         let upstream = match self.connector.connect_udp(&self.upstream).await {
             Ok(pair) => pair,
             Err(why) => {
@@ -283,6 +298,7 @@ impl UdpRelay {
                 },
             );
         }
+        self.metrics.udp_session(1);
         tracing::info!(relay = %self.cfg.name, "stone {}: accepted UDP {} from {peer} to {addr}", self.id, socket.as_raw_fd());
         let task = SessionTask {
             cfg: self.cfg.clone(),
@@ -369,7 +385,12 @@ impl SessionTask {
                         Ok(n) => {
                             self.state.touch();
                             match self.listener.send_to(&b[..n], self.peer).await {
-                                Ok(sent) => { self.state.to_client.fetch_add(sent as u64, Ordering::Relaxed); }
+                                Ok(sent) => {
+                                    self.state.moved(Direction::Down, sent as u64);
+                                    if let Some(r) = self.state.relay() {
+                                        r.datagrams(false, 1);
+                                    }
+                                }
                                 Err(e) => tracing::debug!(relay = %self.cfg.name, "{} UDP {conn_id}: send to {}: {e}", self.id, self.peer),
                             }
                         }
@@ -396,6 +417,9 @@ impl SessionTask {
             {
                 map.remove(&self.peer);
             }
+        }
+        if let Some(r) = self.state.relay() {
+            r.udp_session(-1);
         }
         AccessRecord {
             relay: &self.cfg.name,
