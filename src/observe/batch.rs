@@ -300,6 +300,11 @@ impl Shared {
     }
 }
 
+/// How many log lines the process dropped (`when_full = "drop"`).
+pub fn dropped_total() -> u64 {
+    CURRENT.get().map_or(0, Batched::dropped)
+}
+
 /// Writes out every buffered log line and stops the writer; a no-op
 /// without a batched log.
 pub fn finish() {

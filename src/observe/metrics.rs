@@ -579,6 +579,13 @@ impl Collector for Scrape {
         )?;
         family(
             &mut enc,
+            "ossrelay_log_lines_dropped",
+            "Log lines dropped because the log destination was slower than the relay (log.when_full = \"drop\").",
+            MetricType::Counter,
+            [(Vec::new(), ConstCounter::new(super::batch::dropped_total()))],
+        )?;
+        family(
+            &mut enc,
             "ossrelay_draining",
             "1 while the process drains after SIGTERM.",
             MetricType::Gauge,

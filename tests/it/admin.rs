@@ -124,6 +124,7 @@ async fn metrics_count_bytes_as_they_move_and_connections_exactly() {
         "ossrelay_udp_sessions_active{relay=\"r1\"} 0",
         "ossrelay_dns_queries_total{result=\"answered\"} 0",
         "ossrelay_config_reloads_total{result=\"error\"} 0",
+        "ossrelay_log_lines_dropped_total 0",
         "ossrelay_draining 0",
     ] {
         assert!(

@@ -113,12 +113,11 @@ async fn a_stalled_log_with_drop_slows_nothing_and_counts_every_lost_line() {
     let (up, _) = recording_upstream(Reply::HttpOk).await;
     let dir = TempDir::new("log-drop");
     let cfg = dir.0.join("relay.toml");
-    let port = free_port();
-    std::fs::write(
-        &cfg,
-        gateway_toml(port, up, "[log]\nformat = \"json\"\nwhen_full = \"drop\"\n"),
-    )
-    .unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let log = format!(
+        "[log]\nformat = \"json\"\nwhen_full = \"drop\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"
+    );
+    std::fs::write(&cfg, gateway_toml(port, up, &log)).unwrap();
     // stderr is a pipe that nobody reads until the end.
     let mut fds = [0; 2];
     // Close-on-exec, so children of tests running alongside do not hold
@@ -138,7 +137,13 @@ async fn a_stalled_log_with_drop_slows_nothing_and_counts_every_lost_line() {
     let mut run = Running::adopt(&cmd, child);
     // The command holds the write end until dropped.
     drop(cmd);
-    if let Err(why) = run.wait_ready(&[Ready::Bound { port, udp: false }]) {
+    if let Err(why) = run.wait_ready(&[
+        Ready::Bound { port, udp: false },
+        Ready::Bound {
+            port: admin,
+            udp: false,
+        },
+    ]) {
         panic!("relay not ready: {why}");
     }
     // Far more log than the pipe (64 KiB) and the buffers (1 MiB per
@@ -149,6 +154,17 @@ async fn a_stalled_log_with_drop_slows_nothing_and_counts_every_lost_line() {
         .await
         .expect("relaying stalled behind the log");
     assert_eq!(answered, clients * each);
+    // The drops are a metric too.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ossrelay_log_lines_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(counted > 0, "no drops in /metrics:\n{metrics}");
     sigterm(&run);
     // Read the pipe to its end (every holder of the write end is gone).
     let mut r = std::fs::File::from(r);
