@@ -35,6 +35,7 @@ pub mod check;
 pub mod demo;
 pub mod dns;
 pub mod hosts;
+pub mod notify;
 #[cfg(feature = "store")]
 pub mod s3client;
 pub mod server;

@@ -144,6 +144,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         check_file: Option<PathBuf>,
     },
+    /// Print the ossrelay(1) man page (roff) on standard output.
+    #[command(
+        after_help = "Examples:\n  ossrelay man | man -l -\n  ossrelay man > /usr/local/share/man/man1/ossrelay.1"
+    )]
+    Man,
+    /// Print shell completions on standard output.
+    #[command(
+        after_help = "Examples:\n  ossrelay completions bash > /etc/bash_completion.d/ossrelay\n  ossrelay completions zsh > \"${fpath[1]}/_ossrelay\"\n  ossrelay completions fish > ~/.config/fish/completions/ossrelay.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run a stone 2.4 command line (options, <stone>s, `--` separators).
     #[command(after_help = STONE_HELP)]
     Stone {
@@ -250,6 +264,12 @@ fn dispatch() -> ExitCode {
     let cli = Cli::parse_from(&argv);
     match cli.command {
         Command::Stone { print_toml, args } => stone(args, print_toml),
+        Command::Man => man(),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ossrelay", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         #[cfg(feature = "store")]
         Command::Check {
             endpoint,
@@ -318,6 +338,44 @@ fn dispatch() -> ExitCode {
             log_format,
             log_file,
         } => run(config, check, explain, log_format, log_file),
+    }
+}
+
+/// ossrelay(1): the command, each subcommand's options, and where the
+/// guide is.
+fn man() -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let rendered = man.render_title(&mut page).and_then(|()| {
+        man.render_name_section(&mut page)?;
+        man.render_synopsis_section(&mut page)?;
+        man.render_description_section(&mut page)?;
+        man.render_subcommands_section(&mut page)?;
+        // Each subcommand's own options, as `ossrelay SUB --help` shows them.
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            page.extend_from_slice(format!(".SH \"OSSRELAY {}\"\n", name.to_uppercase()).as_bytes());
+            let sub_man = clap_mangen::Man::new(sub.clone().bin_name(format!("ossrelay {name}")));
+            sub_man.render_synopsis_section(&mut page)?;
+            sub_man.render_options_section(&mut page)?;
+            if let Some(after) = sub.get_after_help() {
+                page.extend_from_slice(b".PP\n.nf\n");
+                page.extend_from_slice(after.to_string().replace('\\', "\\\\").as_bytes());
+                page.extend_from_slice(b"\n.fi\n");
+            }
+        }
+        page.extend_from_slice(
+            b".SH \"SEE ALSO\"\nThe guide: docs/GUIDE.md in the source, /usr/share/doc/ossrelay/GUIDE.md when installed from the package.\n",
+        );
+        man.render_version_section(&mut page)
+    });
+    match rendered.and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &page)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ossrelay: cannot write the man page: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -729,13 +787,19 @@ async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        // SIGHUP's default action would kill the relay without a drain;
+        // until reloading exists, say so and keep serving.
+        let mut hup = signal(SignalKind::hangup()).ok();
         match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+            Ok(mut term) => loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => break tracing::info!("SIGINT received"),
+                    _ = term.recv() => break tracing::info!("SIGTERM received"),
+                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                        tracing::warn!("SIGHUP received: reloading the config is not supported yet; the relay keeps its config (restart to apply changes)");
+                    }
                 }
-            }
+            },
             Err(e) => {
                 tracing::warn!("cannot watch SIGTERM ({e}); only SIGINT stops the relay");
                 let _ = tokio::signal::ctrl_c().await;

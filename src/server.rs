@@ -129,7 +129,7 @@ impl Server {
             if let Ok(addr) = a.local_addr() {
                 tracing::info!("admin: /metrics, /livez, /readyz and /healthz on http://{addr}");
             }
-            tokio::spawn(a.serve(admin_stop));
+            tokio::spawn(a.serve(admin_stop.clone()));
         }
         let stop = CancellationToken::new();
         let force = CancellationToken::new();
@@ -152,8 +152,11 @@ impl Server {
         }
         accept_loops.close();
         self.metrics.set_serving();
+        crate::notify::ready();
+        crate::notify::watchdog(admin_stop.clone());
         shutdown.await;
         self.metrics.set_draining();
+        crate::notify::stopping();
         if !self.drain_grace.is_zero() {
             tracing::info!(
                 "draining: /readyz answers 503; still accepting for {:?} (drain_grace)",

@@ -10,6 +10,7 @@ mod gateway;
 mod helpers;
 mod layers;
 mod logging;
+mod ops;
 mod pki;
 mod policy;
 mod pool;
