@@ -51,8 +51,17 @@ pub use error::Error;
 /// Binds every relay in `config` with the system resolver and serves until
 /// `shutdown` completes, then drains.
 pub async fn run(config: config::Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    run_reloading(config, shutdown, None).await
+}
+
+/// [`run`], re-reading the config file on each `reload` request (SIGHUP).
+pub async fn run_reloading(
+    config: config::Config,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<server::Reload>,
+) -> Result<(), Error> {
     let resolver: Arc<dyn resolve::Resolve> = Arc::new(resolve::SystemResolver::new());
     let server = server::Server::bind(&config, resolver)?;
-    server.serve(shutdown).await;
+    server.serve_reloading(shutdown, reload).await;
     Ok(())
 }

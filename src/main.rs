@@ -144,6 +144,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         check_file: Option<PathBuf>,
     },
+    /// Check a config file, then ask the `ossrelay run` serving it to reload
+    /// it (SIGHUP).
+    #[command(
+        after_help = "Examples:\n  ossrelay reload -c /etc/ossrelay/relay.toml\n  systemctl reload ossrelay    # the unit's ExecReload does the same\n\nAn invalid file is reported here and nothing is sent. The relay logs\nthe outcome (`reload: ...`) and counts it in ossrelay_config_reloads_total."
+    )]
+    Reload {
+        /// Path of the TOML config, as the running relay was given it.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the ossrelay(1) man page (roff) on standard output.
     #[command(
         after_help = "Examples:\n  ossrelay man | man -l -\n  ossrelay man > /usr/local/share/man/man1/ossrelay.1"
@@ -265,6 +275,7 @@ fn dispatch() -> ExitCode {
     match cli.command {
         Command::Stone { print_toml, args } => stone(args, print_toml),
         Command::Man => man(),
+        Command::Reload { config } => reload(config),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ossrelay", &mut std::io::stdout());
@@ -339,6 +350,94 @@ fn dispatch() -> ExitCode {
             log_file,
         } => run(config, check, explain, log_format, log_file),
     }
+}
+
+/// Checks `path`, then sends SIGHUP to every `ossrelay run` process whose
+/// `--config` names the same file.
+fn reload(path: PathBuf) -> ExitCode {
+    if let Err(e) = Config::load(&path) {
+        eprintln!("ossrelay: {e}");
+        eprintln!("ossrelay: nothing sent; the running relay keeps its config");
+        return ExitCode::from(2);
+    }
+    let want = match std::fs::canonicalize(&path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ossrelay: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let me = std::process::id();
+    let mut sent = 0;
+    let entries = match std::fs::read_dir("/proc") {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("ossrelay: cannot list processes in /proc: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || !serves(pid, &want) {
+            continue;
+        }
+        // SAFETY: kill(2) with a PID read from /proc and a valid signal;
+        // it touches no memory of ours.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } == 0 {
+            println!("sent SIGHUP to ossrelay run (PID {pid}); its log says how the reload went");
+            sent += 1;
+        } else {
+            eprintln!(
+                "ossrelay: cannot signal PID {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    if sent == 0 {
+        eprintln!(
+            "ossrelay: no `ossrelay run --config {}` is running (as this user)",
+            want.display()
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Whether process `pid` is `ossrelay run` with `--config` naming `want`.
+fn serves(pid: u32, want: &std::path::Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let is_ossrelay = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "ossrelay");
+    if !is_ossrelay || args.get(1).map(String::as_str) != Some("run") {
+        return false;
+    }
+    let config = args.iter().enumerate().find_map(|(i, a)| {
+        if a == "-c" || a == "--config" {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--config=").map(str::to_string)
+        }
+    });
+    let Some(config) = config else {
+        return false;
+    };
+    // A relative path is relative to that process's working directory.
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+    std::fs::canonicalize(cwd.join(config)).is_ok_and(|p| p == want)
 }
 
 /// ossrelay(1): the command, each subcommand's options, and where the
@@ -461,7 +560,7 @@ fn store(
         let stop = tokio_util::sync::CancellationToken::new();
         let s2 = stop.clone();
         tokio::spawn(async move {
-            stop_signal().await;
+            stop_signal(None).await;
             s2.cancel();
         });
         store.serve(listener, stop).await;
@@ -697,7 +796,7 @@ fn stone(mut args: Vec<String>, mut print_toml: bool) -> ExitCode {
     ExitCode::from(ossrelay::stone::process::run(
         &args,
         print_toml,
-        stop_signal(),
+        stop_signal(None),
     ))
 }
 
@@ -766,7 +865,13 @@ fn run(
     // The log already goes to stderr unless it goes to a file or syslog;
     // print the error there once, not twice.
     let logs_to_stderr = config.log.file.is_none() && config.log.format != LogFormat::Syslog;
-    match runtime.block_on(ossrelay::run(config, stop_signal())) {
+    let (hup, requests) = tokio::sync::mpsc::unbounded_channel();
+    let reload = ossrelay::server::Reload {
+        path: path.clone(),
+        requests,
+    };
+    let serving = ossrelay::run_reloading(config, stop_signal(Some(hup)), Some(reload));
+    match runtime.block_on(serving) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -782,13 +887,13 @@ fn exit_code(e: &Error) -> u8 {
     e.exit_code().clamp(1, 255) as u8
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn stop_signal() {
+/// Resolves on the first SIGINT or SIGTERM. Each SIGHUP is passed to
+/// `hup` (a reload request), or logged and ignored without one.
+async fn stop_signal(hup_to: Option<tokio::sync::mpsc::UnboundedSender<()>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        // SIGHUP's default action would kill the relay without a drain;
-        // until reloading exists, say so and keep serving.
+        // SIGHUP's default action would kill the relay without a drain.
         let mut hup = signal(SignalKind::hangup()).ok();
         match signal(SignalKind::terminate()) {
             Ok(mut term) => loop {
@@ -796,7 +901,13 @@ async fn stop_signal() {
                     _ = tokio::signal::ctrl_c() => break tracing::info!("SIGINT received"),
                     _ = term.recv() => break tracing::info!("SIGTERM received"),
                     Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                        tracing::warn!("SIGHUP received: reloading the config is not supported yet; the relay keeps its config (restart to apply changes)");
+                        match &hup_to {
+                            Some(tx) => {
+                                tracing::info!("SIGHUP received: reloading the config");
+                                let _ = tx.send(());
+                            }
+                            None => tracing::warn!("SIGHUP received: this command does not reload; ignored"),
+                        }
                     }
                 }
             },

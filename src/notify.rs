@@ -23,6 +23,14 @@ pub fn ready() {
     );
 }
 
+/// A reload has started; [`ready`] says it is done.
+pub fn reloading() {
+    send(
+        &[NotifyState::Reloading, NotifyState::Status("reloading")],
+        "RELOADING=1",
+    );
+}
+
 /// A drain has started.
 pub fn stopping() {
     send(

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +28,13 @@ pub struct Server {
     dns: Option<crate::dns::DnsServer>,
     admin: Option<Admin>,
     metrics: Arc<Metrics>,
+    resolver: Arc<dyn Resolve>,
     drain_timeout: Duration,
     drain_grace: Duration,
+    /// What `[admin]` and `[dns]` started with, to tell a reload that
+    /// changes them takes a restart.
+    admin_listen: Option<SocketAddr>,
+    dns_config: Option<String>,
 }
 
 impl Server {
@@ -86,8 +92,11 @@ impl Server {
             dns,
             admin,
             metrics,
+            resolver,
             drain_timeout: config.drain_timeout,
             drain_grace: config.drain_grace,
+            admin_listen: config.admin.as_ref().map(|a| a.listen),
+            dns_config: config.dns.as_ref().map(|d| format!("{d:?}")),
         })
     }
 
@@ -121,40 +130,62 @@ impl Server {
     /// for `drain_grace`, then stop accepting; open connections finish
     /// until the drain deadline, and the rest are closed.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        self.serve_reloading(shutdown, None).await
+    }
+
+    /// [`Server::serve`], and on each message of `reload` reads the config
+    /// file again and applies it (see [`Reload`]).
+    pub async fn serve_reloading(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut reload: Option<Reload>,
+    ) {
         let admin_stop = CancellationToken::new();
         // Not tracked with the relays: admin connections never hold up a
         // drain, and the admin listener answers until the process exits.
         let _admin_stop = admin_stop.clone().drop_guard();
-        if let Some(a) = self.admin {
+        if let Some(a) = self.admin.take() {
             if let Ok(addr) = a.local_addr() {
                 tracing::info!("admin: /metrics, /livez, /readyz and /healthz on http://{addr}");
             }
             tokio::spawn(a.serve(admin_stop.clone()));
         }
-        let stop = CancellationToken::new();
-        let force = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let accept_loops = TaskTracker::new();
+        let mut run = Running {
+            live: Vec::new(),
+            force: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            accept_loops: TaskTracker::new(),
+        };
         crate::observe::stats::set_relays(self.relays.len());
-        for (cfg, bound) in self.relays {
-            let (stop, force, conns) = (stop.clone(), force.clone(), tracker.clone());
-            let (id, local) = (bound.id(), show(bound.local_addr(), cfg.listen));
-            let line = match &cfg.service {
-                Service::Udp(upstream) => format!("stone {id}: {upstream}/udp <- {local}/udp"),
-                _ => format!("stone {id}: {} <- {local}", cfg.destination_label()),
-            };
-            tracing::info!(relay = %cfg.name, "{line}");
-            crate::observe::stats::add_mapping(line);
-            accept_loops.spawn(bound.serve(stop, force, conns));
+        for (cfg, bound) in std::mem::take(&mut self.relays) {
+            run.start(cfg, bound);
         }
-        if let Some(d) = self.dns {
-            accept_loops.spawn(d.serve(stop.clone()));
+        let dns_stop = CancellationToken::new();
+        if let Some(d) = self.dns.take() {
+            run.accept_loops.spawn(d.serve(dns_stop.clone()));
         }
-        accept_loops.close();
         self.metrics.set_serving();
         crate::notify::ready();
         crate::notify::watchdog(admin_stop.clone());
-        shutdown.await;
+        tokio::pin!(shutdown);
+        loop {
+            let asked = async {
+                match reload.as_mut() {
+                    Some(r) => r.requests.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = asked => {
+                    if let Some(r) = &reload {
+                        crate::notify::reloading();
+                        self.reload(&r.path, &mut run);
+                        crate::notify::ready();
+                    }
+                }
+            }
+        }
         self.metrics.set_draining();
         crate::notify::stopping();
         if !self.drain_grace.is_zero() {
@@ -164,8 +195,13 @@ impl Server {
             );
             tokio::time::sleep(self.drain_grace).await;
         }
-        stop.cancel();
-        accept_loops.wait().await;
+        for l in &run.live {
+            l.stop.cancel();
+        }
+        dns_stop.cancel();
+        run.accept_loops.close();
+        run.accept_loops.wait().await;
+        let tracker = run.tracker;
         tracker.close();
         tracing::info!(
             open = tracker.len(),
@@ -182,10 +218,169 @@ impl Server {
                 "drain deadline passed; closing {} connection(s)",
                 tracker.len()
             );
-            force.cancel();
+            run.force.cancel();
             tracker.wait().await;
         }
         tracing::info!("all connections closed; exiting");
+    }
+
+    /// Reads `path` again and applies it to the running relays. An invalid
+    /// file, or a new listen address that cannot be bound, changes nothing.
+    fn reload(&mut self, path: &Path, run: &mut Running) {
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload: {e}; still running the previous config");
+                self.metrics.reloaded(false);
+                return;
+            }
+        };
+        // Same protocol and address: the same relay, perhaps changed.
+        let key = |c: &RelayConfig| (c.protocol(), c.listen);
+        // Bind every new address first, so a failure leaves all as it was.
+        let mut opened = Vec::new();
+        for cfg in &config.relays {
+            let kept = run.live.iter().find(|l| key(&l.cfg) == key(cfg));
+            let socket = match kept {
+                Some(l) if format!("{:?}", l.cfg) == format!("{cfg:?}") => None,
+                Some(l) => Some(l.socket.as_ref().map_err(|e| e.to_string()).and_then(|s| {
+                    s.try_clone()
+                        .map_err(|e| format!("relay {:?}: cannot share its socket: {e}", cfg.name))
+                })),
+                None => Some(Opened::open(cfg).map_err(|e| e.to_string())),
+            };
+            match socket {
+                None => opened.push(None),
+                Some(Ok(s)) => opened.push(Some(s)),
+                Some(Err(e)) => {
+                    tracing::error!("reload: {e}; still running the previous config");
+                    self.metrics.reloaded(false);
+                    return;
+                }
+            }
+        }
+        let mut bound = Vec::new();
+        for (cfg, socket) in config.relays.iter().zip(opened) {
+            let Some(socket) = socket else {
+                bound.push(None);
+                continue;
+            };
+            let cfg = Arc::new(cfg.clone());
+            let metrics = self.metrics.add_relay(&cfg);
+            match Bound::adopt(&cfg, socket, self.resolver.clone(), metrics) {
+                Ok(b) => bound.push(Some((cfg, b))),
+                Err(e) => {
+                    tracing::error!("reload: {e}; still running the previous config");
+                    self.metrics.reloaded(false);
+                    return;
+                }
+            }
+        }
+        // Now apply: successors start on the shared sockets before their
+        // predecessors stop accepting, so the socket is never without a
+        // listener; the predecessors' connections finish with the settings
+        // they started with.
+        let (mut kept, mut changed, mut added) = (0, 0, 0);
+        let mut next = Vec::new();
+        for (cfg, b) in config.relays.iter().zip(bound) {
+            let pos = run.live.iter().position(|l| key(&l.cfg) == key(cfg));
+            match (b, pos) {
+                (None, Some(i)) => {
+                    kept += 1;
+                    next.push(run.live.remove(i));
+                }
+                (Some((cfg, b)), Some(i)) => {
+                    changed += 1;
+                    let old = run.live.remove(i);
+                    next.push(run.launch(cfg, b));
+                    tracing::info!(relay = %old.cfg.name, "reload: relay {:?} on {} changed; its open connections keep the previous settings", old.cfg.name, old.cfg.listen);
+                    old.stop.cancel();
+                }
+                (Some((cfg, b)), None) => {
+                    added += 1;
+                    next.push(run.launch(cfg, b));
+                }
+                (None, None) => {}
+            }
+        }
+        let removed = run.live.len();
+        for old in run.live.drain(..) {
+            tracing::info!(relay = %old.cfg.name, "reload: relay {:?} on {} removed; it stops accepting and drains", old.cfg.name, old.cfg.listen);
+            old.stop.cancel();
+        }
+        run.live = next;
+        let names: Vec<&str> = run.live.iter().map(|l| l.cfg.name.as_str()).collect();
+        self.metrics.keep_only(&names);
+        crate::observe::stats::set_relays(run.live.len());
+        self.drain_timeout = config.drain_timeout;
+        self.drain_grace = config.drain_grace;
+        if config.admin.as_ref().map(|a| a.listen) != self.admin_listen
+            || config.dns.as_ref().map(|d| format!("{d:?}")) != self.dns_config
+        {
+            tracing::warn!("reload: [admin] and [dns] changes take a restart; they keep their previous settings");
+        }
+        tracing::info!(
+            "reload: {} relay(s) kept, {changed} changed, {added} added, {removed} removed",
+            kept
+        );
+        self.metrics.reloaded(true);
+    }
+}
+
+/// Reload requests (SIGHUP) and the config file they re-read. Relays are
+/// matched by protocol and listen address: an unchanged relay runs on; a
+/// changed one gets a successor on the same socket (nothing in the
+/// kernel's queue is lost) while its open connections finish with the
+/// settings they started with; a new one binds; a removed one stops
+/// accepting and drains. `[log]`, `[admin]` and `[dns]` keep the settings
+/// they started with.
+pub struct Reload {
+    /// The config file to read again.
+    pub path: PathBuf,
+    /// One message per reload request.
+    pub requests: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+/// The relays being served.
+struct Running {
+    live: Vec<Live>,
+    force: CancellationToken,
+    tracker: TaskTracker,
+    accept_loops: TaskTracker,
+}
+
+/// One serving relay.
+struct Live {
+    cfg: Arc<RelayConfig>,
+    /// Stops its accepting (and starts its drain).
+    stop: CancellationToken,
+    /// Its socket, for a successor at a reload.
+    socket: io::Result<Opened>,
+}
+
+impl Running {
+    fn start(&mut self, cfg: Arc<RelayConfig>, bound: Bound) {
+        let live = self.launch(cfg, bound);
+        self.live.push(live);
+    }
+
+    /// Starts `bound` accepting; its connections go on the shared tracker.
+    fn launch(&mut self, cfg: Arc<RelayConfig>, bound: Bound) -> Live {
+        let stop = CancellationToken::new();
+        let (id, local) = (bound.id(), show(bound.local_addr(), cfg.listen));
+        let line = match &cfg.service {
+            Service::Udp(upstream) => format!("stone {id}: {upstream}/udp <- {local}/udp"),
+            _ => format!("stone {id}: {} <- {local}", cfg.destination_label()),
+        };
+        tracing::info!(relay = %cfg.name, "{line}");
+        crate::observe::stats::add_mapping(line);
+        let socket = bound.socket();
+        self.accept_loops.spawn(bound.serve(
+            stop.clone(),
+            self.force.clone(),
+            self.tracker.clone(),
+        ));
+        Live { cfg, stop, socket }
     }
 }
 

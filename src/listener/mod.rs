@@ -41,6 +41,16 @@ pub enum Opened {
 }
 
 impl Opened {
+    /// Another descriptor for the same socket: a reloaded relay with the
+    /// same address takes over the socket itself, so no connection in the
+    /// kernel's queue is lost and none is refused.
+    pub fn try_clone(&self) -> io::Result<Opened> {
+        Ok(match self {
+            Opened::Tcp(l) => Opened::Tcp(l.try_clone()?),
+            Opened::Udp(s) => Opened::Udp(s.try_clone()?),
+        })
+    }
+
     /// Binds relay `cfg`'s socket; the error names the relay and address.
     pub fn open(cfg: &RelayConfig) -> Result<Opened, Error> {
         let bind_err = |source: io::Error| Error::Bind {
@@ -99,6 +109,15 @@ impl Bound {
             Bound::Tcp(r) => r.local_addr(),
             Bound::Udp(r) => r.local_addr(),
         }
+    }
+
+    /// Another descriptor for this relay's socket, kept to hand it to the
+    /// relay's successor at a reload (see [`Opened::try_clone`]).
+    pub fn socket(&self) -> io::Result<Opened> {
+        Ok(match self {
+            Bound::Tcp(r) => Opened::Tcp(std::net::TcpListener::from(r.dup_socket()?)),
+            Bound::Udp(r) => Opened::Udp(std::net::UdpSocket::from(r.dup_socket()?)),
+        })
     }
 
     /// stone's relay number (the listening descriptor).

@@ -96,6 +96,12 @@ impl TcpRelay {
         self.ctx.id
     }
 
+    /// A second descriptor for the listening socket.
+    pub fn dup_socket(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
     /// Accepts until `stop` is cancelled. Connection tasks go on `tracker`
     /// and end early only when `force` is cancelled.
     pub async fn serve(

@@ -105,8 +105,9 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct RelayMetrics {
     name: String,
     connections: AtomicU64,
-    /// The connection limit's semaphore: what is taken of it is open.
-    limit: std::sync::OnceLock<(std::sync::Weak<tokio::sync::Semaphore>, usize)>,
+    /// The connection limits' semaphores: what is taken of them is open.
+    /// More than one while a reloaded relay's predecessor drains.
+    limits: std::sync::Mutex<Vec<(std::sync::Weak<tokio::sync::Semaphore>, usize)>>,
     refused: [AtomicU64; 5],
     from_client: AtomicU64,
     to_client: AtomicU64,
@@ -148,7 +149,7 @@ impl RelayMetrics {
             requests_counted: matches!(cfg.service, Service::Http(_) | Service::Proxy(_)),
             name: cfg.name.clone(),
             connections: AtomicU64::new(0),
-            limit: std::sync::OnceLock::new(),
+            limits: std::sync::Mutex::new(Vec::new()),
             refused: Default::default(),
             from_client: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
@@ -175,17 +176,22 @@ impl RelayMetrics {
     /// of `max` permits: each open connection holds one, so counting them
     /// costs the connections nothing.
     pub fn track_active(&self, limit: &Arc<tokio::sync::Semaphore>, max: usize) {
-        let _ = self.limit.set((Arc::downgrade(limit), max));
+        if let Ok(mut all) = self.limits.lock() {
+            all.retain(|(l, _)| l.strong_count() > 0);
+            all.push((Arc::downgrade(limit), max));
+        }
     }
 
     fn active(&self) -> i64 {
-        self.limit
-            .get()
-            .and_then(|(l, max)| {
+        let Ok(all) = self.limits.lock() else {
+            return 0;
+        };
+        all.iter()
+            .filter_map(|(l, max)| {
                 l.upgrade()
                     .map(|l| max.saturating_sub(l.available_permits()))
             })
-            .map_or(0, |n| n as i64)
+            .sum::<usize>() as i64
     }
 
     /// A connection (or request) was refused.
@@ -297,13 +303,31 @@ impl Metrics {
         m
     }
 
-    /// Adds relay `cfg`'s counters (all at 0) and returns them.
+    /// Relay `cfg`'s counters: those of a relay of the same name and the
+    /// same bucket labels (a reload keeps counting where it was), else new
+    /// ones at 0.
     pub fn add_relay(&self, cfg: &RelayConfig) -> Arc<RelayMetrics> {
-        let r = Arc::new(RelayMetrics::new(cfg));
-        if let Ok(mut all) = self.relays.write() {
-            all.push(r.clone());
+        let fresh = Arc::new(RelayMetrics::new(cfg));
+        let Ok(mut all) = self.relays.write() else {
+            return fresh;
+        };
+        if let Some(i) = all.iter().position(|r| r.name == cfg.name) {
+            if all[i].buckets == fresh.buckets && all[i].requests_counted == fresh.requests_counted
+            {
+                return all[i].clone();
+            }
+            all.remove(i);
         }
-        r
+        all.push(fresh.clone());
+        fresh
+    }
+
+    /// Forgets the counters of relays not named in `names` (removed by a
+    /// reload).
+    pub fn keep_only(&self, names: &[&str]) {
+        if let Ok(mut all) = self.relays.write() {
+            all.retain(|r| names.contains(&r.name.as_str()));
+        }
     }
 
     /// A DNS query was answered (or not).

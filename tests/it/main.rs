@@ -15,6 +15,7 @@ mod pki;
 mod policy;
 mod pool;
 mod proxy_protocol;
+mod reload;
 mod stone_diff;
 #[cfg(feature = "store")]
 mod store;

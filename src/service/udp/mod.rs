@@ -97,6 +97,12 @@ impl UdpRelay {
         self.socket.local_addr()
     }
 
+    /// A second descriptor for the bound socket.
+    pub fn dup_socket(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.socket.as_fd().try_clone_to_owned()
+    }
+
     /// stone's relay number (the socket descriptor).
     pub fn id(&self) -> i32 {
         self.id
