@@ -135,47 +135,58 @@ async fn metrics_count_bytes_as_they_move_and_connections_exactly() {
     assert!(text.contains("ossrelay_build_info{version=\""), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
 
-    // 8 MiB up and back, the first MiB held back until the counter shows
-    // it: the count moves while the transfer runs, not at its end.
+    // 1 GiB up and back, throttled by this client: it holds the rest back
+    // until the counter shows the first 64 MiB, so the count moves while
+    // the transfer runs, not at its end.
     const MIB: usize = 1 << 20;
-    let data: Vec<u8> = (0..8 * MIB).map(|i| (i * 7 % 251) as u8).collect();
+    const TOTAL: usize = 1024 * MIB;
+    const FIRST: usize = 64;
     let s = TcpStream::connect(("127.0.0.1", relay)).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
-    let reader = tokio::spawn(async move {
-        let mut got = Vec::new();
-        rd.read_to_end(&mut got).await.unwrap();
-        got
-    });
-    wr.write_all(&data[..MIB]).await.unwrap();
-    let moving = poll_metric(
-        admin,
-        "ossrelay_bytes_total{relay=\"r1\",direction=\"from_client\"}",
-        MIB as f64,
-    )
-    .await;
-    assert_eq!(moving, MIB as f64, "bytes counted while the transfer runs");
-    assert_eq!(
-        poll_metric(admin, "ossrelay_connections_active{relay=\"r1\"}", 1.0).await,
-        1.0
-    );
-    wr.write_all(&data[MIB..]).await.unwrap();
+    let reader = tokio::spawn(async move { recv_all(&mut rd).await });
+    let mut sent = <sha2_dev::Sha256 as sha2_dev::Digest>::new();
+    let mut chunk = block().to_vec();
+    for i in 0..TOTAL / MIB {
+        if i == FIRST {
+            let moving = poll_metric(
+                admin,
+                "ossrelay_bytes_total{relay=\"r1\",direction=\"from_client\"}",
+                (FIRST * MIB) as f64,
+            )
+            .await;
+            assert_eq!(
+                moving,
+                (FIRST * MIB) as f64,
+                "bytes counted while the transfer runs"
+            );
+            assert_eq!(
+                poll_metric(admin, "ossrelay_connections_active{relay=\"r1\"}", 1.0).await,
+                1.0
+            );
+        }
+        chunk[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        wr.write_all(&chunk).await.unwrap();
+        sha2_dev::Digest::update(&mut sent, &chunk);
+    }
     wr.shutdown().await.unwrap();
-    let got = reader.await.unwrap();
-    assert!(got == data, "echo differs ({} bytes back)", got.len());
+    let (n, got) = reader.await.unwrap();
+    let sent: [u8; 32] = sha2_dev::Digest::finalize(sent).into();
+    assert!(n == TOTAL && got == sent, "echo differs ({n} bytes back)");
+    let data_len = TOTAL;
     let to = poll_metric(
         admin,
         "ossrelay_bytes_total{relay=\"r1\",direction=\"to_client\"}",
-        data.len() as f64,
+        data_len as f64,
     )
     .await;
-    assert_eq!(to, data.len() as f64);
+    assert_eq!(to, data_len as f64);
     let (_, text) = get(admin, "/metrics");
     assert_eq!(
         sample(
             &text,
             "ossrelay_bytes_total{relay=\"r1\",direction=\"from_client\"}"
         ),
-        Some(data.len() as f64)
+        Some(data_len as f64)
     );
     assert_eq!(
         sample(&text, "ossrelay_connections_total{relay=\"r1\"}"),
