@@ -41,15 +41,32 @@ impl Admin {
             Some(socket2::Protocol::TCP),
         )?;
         socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
         socket.bind(&cfg.listen.into())?;
         socket.listen(128)?;
-        let listener = TcpListener::from_std(socket.into())?;
+        Admin::adopt(cfg, socket.into(), metrics)
+    }
+
+    /// Serves `cfg` on a socket bound before (a reload hands over the
+    /// running listener's). Must run inside a tokio runtime.
+    pub fn adopt(
+        cfg: &AdminConfig,
+        listener: std::net::TcpListener,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Admin> {
+        listener.set_nonblocking(true)?;
         Ok(Admin {
             cfg: cfg.clone(),
-            listener,
+            listener: TcpListener::from_std(listener)?,
             metrics,
         })
+    }
+
+    /// A second descriptor for the listening socket.
+    pub fn socket(&self) -> io::Result<std::net::TcpListener> {
+        use std::os::fd::AsFd;
+        Ok(std::net::TcpListener::from(
+            self.listener.as_fd().try_clone_to_owned()?,
+        ))
     }
 
     /// The address actually bound.

@@ -33,8 +33,8 @@ pub struct Server {
     drain_grace: Duration,
     /// What `[admin]` and `[dns]` started with, to tell a reload that
     /// changes them takes a restart.
-    admin_listen: Option<SocketAddr>,
-    dns_config: Option<String>,
+    admin_cfg: Option<crate::config::AdminConfig>,
+    dns_cfg: Option<crate::dns::DnsConfig>,
 }
 
 impl Server {
@@ -95,8 +95,8 @@ impl Server {
             resolver,
             drain_timeout: config.drain_timeout,
             drain_grace: config.drain_grace,
-            admin_listen: config.admin.as_ref().map(|a| a.listen),
-            dns_config: config.dns.as_ref().map(|d| format!("{d:?}")),
+            admin_cfg: config.admin.clone(),
+            dns_cfg: config.dns.clone(),
         })
     }
 
@@ -140,33 +140,30 @@ impl Server {
         shutdown: impl Future<Output = ()>,
         mut reload: Option<Reload>,
     ) {
-        let admin_stop = CancellationToken::new();
-        // Not tracked with the relays: admin connections never hold up a
-        // drain, and the admin listener answers until the process exits.
-        let _admin_stop = admin_stop.clone().drop_guard();
-        if let Some(a) = self.admin.take() {
-            if let Ok(addr) = a.local_addr() {
-                tracing::info!("admin: /metrics, /livez, /readyz and /healthz on http://{addr}");
-            }
-            tokio::spawn(a.serve(admin_stop.clone()));
-        }
+        // Lives as long as this call: the watchdog and the admin listener.
+        let life = CancellationToken::new();
+        let _life = life.clone().drop_guard();
         let mut run = Running {
             live: Vec::new(),
             force: CancellationToken::new(),
             tracker: TaskTracker::new(),
             accept_loops: TaskTracker::new(),
+            admin: None,
+            dns: None,
         };
+        if let Some(a) = self.admin.take() {
+            run.start_admin(a, &life);
+        }
         crate::observe::stats::set_relays(self.relays.len());
         for (cfg, bound) in std::mem::take(&mut self.relays) {
             run.start(cfg, bound);
         }
-        let dns_stop = CancellationToken::new();
         if let Some(d) = self.dns.take() {
-            run.accept_loops.spawn(d.serve(dns_stop.clone()));
+            run.start_dns(d);
         }
         self.metrics.set_serving();
         crate::notify::ready();
-        crate::notify::watchdog(admin_stop.clone());
+        crate::notify::watchdog(life.clone());
         tokio::pin!(shutdown);
         loop {
             let asked = async {
@@ -180,7 +177,7 @@ impl Server {
                 Some(()) = asked => {
                     if let Some(r) = &reload {
                         crate::notify::reloading();
-                        self.reload(&r.path, &mut run);
+                        self.reload(&r.path, &mut run, &life);
                         crate::notify::ready();
                     }
                 }
@@ -198,7 +195,11 @@ impl Server {
         for l in &run.live {
             l.stop.cancel();
         }
-        dns_stop.cancel();
+        // Admin connections never hold up a drain: the admin listener
+        // answers until the process exits.
+        if let Some((stop, _)) = &run.dns {
+            stop.cancel();
+        }
         run.accept_loops.close();
         run.accept_loops.wait().await;
         let tracker = run.tracker;
@@ -226,7 +227,7 @@ impl Server {
 
     /// Reads `path` again and applies it to the running relays. An invalid
     /// file, or a new listen address that cannot be bound, changes nothing.
-    fn reload(&mut self, path: &Path, run: &mut Running) {
+    fn reload(&mut self, path: &Path, run: &mut Running, life: &CancellationToken) {
         let config = match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
@@ -259,6 +260,24 @@ impl Server {
                 }
             }
         }
+        // The admin listener and the DNS responder: a successor on the
+        // same socket when the address stays, a new socket when it moves.
+        let admin_next = match self.admin_successor(&config, run) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!("reload: admin: {e}; still running the previous config");
+                self.metrics.reloaded(false);
+                return;
+            }
+        };
+        let dns_next = match self.dns_successor(&config, run) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!("reload: dns: {e}; still running the previous config");
+                self.metrics.reloaded(false);
+                return;
+            }
+        };
         let mut bound = Vec::new();
         for (cfg, socket) in config.relays.iter().zip(opened) {
             let Some(socket) = socket else {
@@ -314,10 +333,25 @@ impl Server {
         crate::observe::stats::set_relays(run.live.len());
         self.drain_timeout = config.drain_timeout;
         self.drain_grace = config.drain_grace;
-        if config.admin.as_ref().map(|a| a.listen) != self.admin_listen
-            || config.dns.as_ref().map(|d| format!("{d:?}")) != self.dns_config
-        {
-            tracing::warn!("reload: [admin] and [dns] changes take a restart; they keep their previous settings");
+        if let Some(next) = admin_next {
+            if let Some((stop, _)) = run.admin.take() {
+                stop.cancel();
+            }
+            if let Some(a) = next {
+                run.start_admin(a, life);
+            }
+            tracing::info!("reload: [admin] applied");
+            self.admin_cfg = config.admin.clone();
+        }
+        if let Some(next) = dns_next {
+            if let Some((stop, _)) = run.dns.take() {
+                stop.cancel();
+            }
+            if let Some(d) = next {
+                run.start_dns(d);
+            }
+            tracing::info!("reload: [dns] applied");
+            self.dns_cfg = config.dns.clone();
         }
         tracing::info!(
             "reload: {} relay(s) kept, {changed} changed, {added} added, {removed} removed",
@@ -327,13 +361,63 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `None` when `[admin]` is unchanged; else its successor (or none).
+    #[allow(clippy::option_option)]
+    fn admin_successor(&self, config: &Config, run: &Running) -> io::Result<Option<Option<Admin>>> {
+        if format!("{:?}", config.admin) == format!("{:?}", self.admin_cfg) {
+            return Ok(None);
+        }
+        let Some(a) = &config.admin else {
+            return Ok(Some(None));
+        };
+        let same = self
+            .admin_cfg
+            .as_ref()
+            .is_some_and(|old| old.listen == a.listen);
+        let next = match (same, run.admin.as_ref().map(|(_, s)| s)) {
+            (true, Some(Ok(socket))) => Admin::adopt(a, socket.try_clone()?, self.metrics.clone())?,
+            _ => Admin::bind(a, self.metrics.clone())?,
+        };
+        Ok(Some(Some(next)))
+    }
+
+    /// `None` when `[dns]` is unchanged; else its successor (or none).
+    #[allow(clippy::option_option)]
+    fn dns_successor(
+        &self,
+        config: &Config,
+        run: &Running,
+    ) -> io::Result<Option<Option<crate::dns::DnsServer>>> {
+        if format!("{:?}", config.dns) == format!("{:?}", self.dns_cfg) {
+            return Ok(None);
+        }
+        let Some(d) = &config.dns else {
+            return Ok(Some(None));
+        };
+        let same = self
+            .dns_cfg
+            .as_ref()
+            .is_some_and(|old| old.listen == d.listen);
+        let next = match (same, run.dns.as_ref().map(|(_, s)| s)) {
+            (true, Some(Ok((tcp, udp)))) => crate::dns::DnsServer::adopt(
+                d.clone(),
+                (tcp.try_clone()?, udp.try_clone()?),
+                self.metrics.clone(),
+            )?,
+            _ => crate::dns::DnsServer::bind(d.clone(), self.metrics.clone())?,
+        };
+        Ok(Some(Some(next)))
+    }
+}
+
 /// Reload requests (SIGHUP) and the config file they re-read. Relays are
 /// matched by protocol and listen address: an unchanged relay runs on; a
 /// changed one gets a successor on the same socket (nothing in the
 /// kernel's queue is lost) while its open connections finish with the
 /// settings they started with; a new one binds; a removed one stops
-/// accepting and drains. `[log]`, `[admin]` and `[dns]` keep the settings
-/// they started with.
+/// accepting and drains. `[admin]` and `[dns]` are replaced the same way;
+/// `[log]` keeps the settings it started with.
 pub struct Reload {
     /// The config file to read again.
     pub path: PathBuf,
@@ -347,6 +431,13 @@ struct Running {
     force: CancellationToken,
     tracker: TaskTracker,
     accept_loops: TaskTracker,
+    /// The admin listener: its stop and its socket (for a successor).
+    admin: Option<(CancellationToken, io::Result<std::net::TcpListener>)>,
+    /// The DNS responder, likewise.
+    dns: Option<(
+        CancellationToken,
+        io::Result<(std::net::TcpListener, std::net::UdpSocket)>,
+    )>,
 }
 
 /// One serving relay.
@@ -359,6 +450,26 @@ struct Live {
 }
 
 impl Running {
+    /// Starts the admin listener; it stops with `life` or its successor.
+    fn start_admin(&mut self, a: Admin, life: &CancellationToken) {
+        if let Ok(addr) = a.local_addr() {
+            tracing::info!("admin: /metrics, /livez, /readyz and /healthz on http://{addr}");
+        }
+        let stop = life.child_token();
+        let socket = a.socket();
+        // Not on the trackers: admin connections never hold up a drain.
+        tokio::spawn(a.serve(stop.clone()));
+        self.admin = Some((stop, socket));
+    }
+
+    /// Starts the DNS responder.
+    fn start_dns(&mut self, d: crate::dns::DnsServer) {
+        let stop = CancellationToken::new();
+        let sockets = d.sockets();
+        self.accept_loops.spawn(d.serve(stop.clone()));
+        self.dns = Some((stop, sockets));
+    }
+
     fn start(&mut self, cfg: Arc<RelayConfig>, bound: Bound) {
         let live = self.launch(cfg, bound);
         self.live.push(live);

@@ -41,8 +41,18 @@ impl DnsServer {
     /// when it is 0). Must run inside a tokio runtime.
     pub fn bind(cfg: DnsConfig, metrics: Arc<Metrics>) -> io::Result<DnsServer> {
         let tcp = std::net::TcpListener::bind(cfg.listen)?;
-        tcp.set_nonblocking(true)?;
         let udp = std::net::UdpSocket::bind(tcp.local_addr()?)?;
+        DnsServer::adopt(cfg, (tcp, udp), metrics)
+    }
+
+    /// Serves `cfg` on sockets bound before (a reload hands over the
+    /// running responder's). Must run inside a tokio runtime.
+    pub fn adopt(
+        cfg: DnsConfig,
+        (tcp, udp): (std::net::TcpListener, std::net::UdpSocket),
+        metrics: Arc<Metrics>,
+    ) -> io::Result<DnsServer> {
+        tcp.set_nonblocking(true)?;
         udp.set_nonblocking(true)?;
         let tcp = TcpListener::from_std(tcp)?;
         let udp = UdpSocket::from_std(udp)?;
@@ -52,6 +62,15 @@ impl DnsServer {
             tcp,
             metrics,
         })
+    }
+
+    /// Second descriptors for both sockets, for a successor at a reload.
+    pub fn sockets(&self) -> io::Result<(std::net::TcpListener, std::net::UdpSocket)> {
+        use std::os::fd::AsFd;
+        Ok((
+            std::net::TcpListener::from(self.tcp.as_fd().try_clone_to_owned()?),
+            std::net::UdpSocket::from(self.udp.as_fd().try_clone_to_owned()?),
+        ))
     }
 
     /// The bound address (UDP and TCP).

@@ -57,6 +57,23 @@ async fn echoes(from: &str, port: u16) -> bool {
     )
 }
 
+/// `dig +short` for a name the responder serves.
+fn dig_short(port: u16) -> String {
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+short",
+            "+tries=1",
+            "+time=2",
+            "b.oss.test",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn metric(admin: u16, series: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
@@ -97,7 +114,8 @@ async fn reload_adds_removes_and_changes_relays_without_losing_a_transfer() {
     let up = echo_upstream().await;
     let dir = TempDir::new("reload");
     let cfg = dir.0.join("relay.toml");
-    let (keep, change, gone, added, admin) = (
+    let (keep, change, gone, added, admin, dns) = (
+        free_port(),
         free_port(),
         free_port(),
         free_port(),
@@ -105,14 +123,19 @@ async fn reload_adds_removes_and_changes_relays_without_losing_a_transfer() {
         free_port(),
     );
     let head = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    let dns_section = |answer: &str| {
+        format!("[dns]\nlisten = \"127.0.0.1:{dns}\"\nnames = [\"*.oss.test\"]\nanswer = [\"{answer}\"]\n")
+    };
     let before = format!(
-        "{head}{}{}{}",
+        "{head}{}{}{}{}",
+        dns_section("10.0.0.1"),
         relay("keep", keep, up, ""),
         relay("change", change, up, ""),
         relay("gone", gone, up, "")
     );
     let after = format!(
-        "{head}{}{}{}",
+        "{head}{}{}{}{}",
+        dns_section("10.0.0.2"),
         relay("keep", keep, up, ""),
         relay("change", change, up, "allow = [\"127.0.0.1\"]"),
         relay("added", added, up, "")
@@ -148,6 +171,15 @@ async fn reload_adds_removes_and_changes_relays_without_losing_a_transfer() {
         echoes("127.0.0.2", change).await,
         "before the reload anyone may use 'change'"
     );
+    let has_dig = Command::new("dig").arg("-v").output().is_ok();
+    if has_dig {
+        assert_eq!(dig_short(dns), "10.0.0.1");
+    } else {
+        skip_outside_ci(
+            "dig (dnsutils) is needed to check the DNS responder's reload",
+            format_args!("dig is not installed"),
+        );
+    }
 
     // A connect loop on the unchanged relay, through the whole reload.
     let stop_loop = Arc::new(AtomicBool::new(false));
@@ -233,6 +265,11 @@ async fn reload_adds_removes_and_changes_relays_without_losing_a_transfer() {
         "reload: 1 relay(s) kept, 1 changed, 1 added, 1 removed",
     )
     .await;
+    assert!(
+        run.stderr().contains("reload: [dns] applied"),
+        "{}",
+        run.stderr()
+    );
     assert_eq!(
         metric(admin, "ossrelay_config_reloads_total{result=\"success\"}"),
         Some(1.0)
@@ -253,7 +290,11 @@ async fn reload_adds_removes_and_changes_relays_without_losing_a_transfer() {
     );
     assert!(ok.load(Ordering::Relaxed) > 0);
 
-    // The new settings and relays.
+    // The new settings and relays, and the DNS responder's new answer on
+    // the same socket.
+    if has_dig {
+        assert_eq!(dig_short(dns), "10.0.0.2");
+    }
     assert!(
         echoes("127.0.0.1", change).await,
         "'change' still serves 127.0.0.1"
