@@ -192,12 +192,14 @@ impl Server {
             );
             tokio::time::sleep(self.drain_grace).await;
         }
-        for l in &run.live {
+        // Dropping each relay's spare descriptor too, so the socket closes
+        // once its accept loops end and the kernel refuses new clients.
+        for l in run.live.drain(..) {
             l.stop.cancel();
         }
         // Admin connections never hold up a drain: the admin listener
         // answers until the process exits.
-        if let Some((stop, _)) = &run.dns {
+        if let Some((stop, _)) = run.dns.take() {
             stop.cancel();
         }
         run.accept_loops.close();
