@@ -302,11 +302,14 @@ async fn requests_are_counted_by_policy_bucket_and_status_class() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_503_at_once_on_sigterm_and_paths_are_checked() {
     let up = echo_upstream().await;
+    let (web, _) = recording_upstream(Reply::HttpOk).await;
     let dir = TempDir::new("admin-drain");
+    let gw_port = free_port();
     let mut r = start(
         &dir,
         &format!(
-            "[[relay]]\nname = \"r1\"\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"{up}\"\n"
+            "[[relay]]\nname = \"r1\"\nlisten = \"127.0.0.1:{{port}}\"\nupstream = \"{up}\"\n\
+             [[relay]]\nname = \"gw\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:{gw_port}\"\ndefault_route = \"{web}\"\n"
         ),
         "drain_grace = \"2s\"",
     );
@@ -319,6 +322,25 @@ async fn readyz_turns_503_at_once_on_sigterm_and_paths_are_checked() {
         request(admin, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0,
         405
     );
+    // A transfer in flight, half sent, and an idle keep-alive connection.
+    const MIB: usize = 1 << 20;
+    let s = TcpStream::connect(("127.0.0.1", r.relay)).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(async move { recv_all(&mut rd).await });
+    let mut sent = <sha2_dev::Sha256 as sha2_dev::Digest>::new();
+    let mut chunk = block().to_vec();
+    for i in 0..8u64 {
+        chunk[..8].copy_from_slice(&i.to_le_bytes());
+        wr.write_all(&chunk).await.unwrap();
+        sha2_dev::Digest::update(&mut sent, &chunk);
+    }
+    let mut idle = TcpStream::connect(("127.0.0.1", gw_port)).await.unwrap();
+    idle.write_all(b"GET /b/k HTTP/1.1\r\nHost: oss.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".len()];
+    idle.read_exact(&mut first).await.unwrap();
+
     // SAFETY: kill(2) on the PID of the child this test spawned.
     assert_eq!(
         unsafe { libc::kill(r.run.child.id() as libc::pid_t, libc::SIGTERM) },
@@ -345,6 +367,32 @@ async fn readyz_turns_503_at_once_on_sigterm_and_paths_are_checked() {
     s.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"still here");
     drop(s);
+    // Once the grace is over the idle keep-alive connection is closed
+    // within a second.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle keep-alive connection was not closed")
+        .unwrap();
+    assert_eq!(closed, 0);
+    let after = t.elapsed();
+    assert!(
+        after < Duration::from_secs(3),
+        "idle connection closed {after:?} after SIGTERM (grace 2 s)"
+    );
+    // The transfer in flight finishes intact.
+    for i in 8..16u64 {
+        chunk[..8].copy_from_slice(&i.to_le_bytes());
+        wr.write_all(&chunk).await.unwrap();
+        sha2_dev::Digest::update(&mut sent, &chunk);
+    }
+    wr.shutdown().await.unwrap();
+    let (n, got) = reader.await.unwrap();
+    let sent: [u8; 32] = sha2_dev::Digest::finalize(sent).into();
+    assert!(
+        n == 16 * MIB && got == sent,
+        "the transfer in flight came back different ({n} bytes)"
+    );
     let status = r
         .run
         .exit_within(Duration::from_secs(20))
