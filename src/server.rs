@@ -333,6 +333,7 @@ impl Server {
         let names: Vec<&str> = run.live.iter().map(|l| l.cfg.name.as_str()).collect();
         self.metrics.keep_only(&names);
         crate::observe::stats::set_relays(run.live.len());
+        crate::observe::stats::set_mappings(run.live.iter().map(|l| l.line.clone()).collect());
         self.drain_timeout = config.drain_timeout;
         self.drain_grace = config.drain_grace;
         if let Some(next) = admin_next {
@@ -449,6 +450,8 @@ struct Live {
     stop: CancellationToken,
     /// Its socket, for a successor at a reload.
     socket: io::Result<Opened>,
+    /// Its start-up line (`stone 3: host:80 <- 0.0.0.0:80`).
+    line: String,
 }
 
 impl Running {
@@ -486,14 +489,19 @@ impl Running {
             _ => format!("stone {id}: {} <- {local}", cfg.destination_label()),
         };
         tracing::info!(relay = %cfg.name, "{line}");
-        crate::observe::stats::add_mapping(line);
+        crate::observe::stats::add_mapping(line.clone());
         let socket = bound.socket();
         self.accept_loops.spawn(bound.serve(
             stop.clone(),
             self.force.clone(),
             self.tracker.clone(),
         ));
-        Live { cfg, stop, socket }
+        Live {
+            cfg,
+            stop,
+            socket,
+            line,
+        }
     }
 }
 

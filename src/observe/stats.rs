@@ -79,6 +79,13 @@ pub fn add_mapping(line: String) {
     }
 }
 
+/// Replaces the start-up lines: a reload leaves the relays it lists.
+pub fn set_mappings(lines: Vec<String>) {
+    if let Ok(mut m) = MAPPINGS.lock() {
+        *m = lines;
+    }
+}
+
 /// The start-up lines, for the health port's STONE command.
 pub fn mappings() -> Vec<String> {
     MAPPINGS.lock().map(|m| m.clone()).unwrap_or_default()
