@@ -232,11 +232,7 @@ impl Server {
     fn reload(&mut self, path: &Path, run: &mut Running, life: &CancellationToken) {
         let config = match Config::load(path) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload: {e}; still running the previous config");
-                self.metrics.reloaded(false);
-                return;
-            }
+            Err(e) => return self.reload_failed(&e),
         };
         // Same protocol and address: the same relay, perhaps changed.
         let key = |c: &RelayConfig| (c.protocol(), c.listen);
@@ -256,9 +252,7 @@ impl Server {
                 None => opened.push(None),
                 Some(Ok(s)) => opened.push(Some(s)),
                 Some(Err(e)) => {
-                    tracing::error!("reload: {e}; still running the previous config");
-                    self.metrics.reloaded(false);
-                    return;
+                    return self.reload_failed(&e);
                 }
             }
         }
@@ -266,19 +260,11 @@ impl Server {
         // same socket when the address stays, a new socket when it moves.
         let admin_next = match self.admin_successor(&config, run) {
             Ok(next) => next,
-            Err(e) => {
-                tracing::error!("reload: admin: {e}; still running the previous config");
-                self.metrics.reloaded(false);
-                return;
-            }
+            Err(e) => return self.reload_failed(&format_args!("admin: {e}")),
         };
         let dns_next = match self.dns_successor(&config, run) {
             Ok(next) => next,
-            Err(e) => {
-                tracing::error!("reload: dns: {e}; still running the previous config");
-                self.metrics.reloaded(false);
-                return;
-            }
+            Err(e) => return self.reload_failed(&format_args!("dns: {e}")),
         };
         let mut bound = Vec::new();
         for (cfg, socket) in config.relays.iter().zip(opened) {
@@ -291,9 +277,7 @@ impl Server {
             match Bound::adopt(&cfg, socket, self.resolver.clone(), metrics) {
                 Ok(b) => bound.push(Some((cfg, b))),
                 Err(e) => {
-                    tracing::error!("reload: {e}; still running the previous config");
-                    self.metrics.reloaded(false);
-                    return;
+                    return self.reload_failed(&e);
                 }
             }
         }
@@ -365,6 +349,12 @@ impl Server {
 }
 
 impl Server {
+    /// A reload that changed nothing: says why, and counts it.
+    fn reload_failed(&self, why: &dyn std::fmt::Display) {
+        tracing::error!("reload: {why}; still running the previous config");
+        self.metrics.reloaded(false);
+    }
+
     /// `None` when `[admin]` is unchanged; else its successor (or none).
     #[allow(clippy::option_option)]
     fn admin_successor(&self, config: &Config, run: &Running) -> io::Result<Option<Option<Admin>>> {

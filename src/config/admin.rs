@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use super::raw::RawAdmin;
 use super::Validator;
-use crate::acl::{Acl, Action, Cidr, Rule};
+use crate::acl::{Acl, Action};
 
 /// A validated `[admin]` section.
 #[derive(Debug, Clone)]
@@ -39,16 +39,7 @@ impl Validator<'_> {
                 .ok(),
         };
         let mut rules = Vec::new();
-        for (j, e) in raw.allow.iter().flatten().enumerate() {
-            match Cidr::parse_list_entry(e.get_ref()) {
-                Ok(blocks) => rules.extend(blocks.into_iter().map(|block| Rule {
-                    action: Action::Allow,
-                    block,
-                    mode: 0,
-                })),
-                Err(err) => self.problem(&format!("admin.allow[{j}]"), e, err),
-            }
-        }
+        self.address_rules("admin.allow", Action::Allow, &raw.allow, &mut rules);
         if self.problems.len() != before {
             return None;
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::raw::RawDns;
 use super::Validator;
-use crate::acl::{Acl, Action, Cidr, Rule};
+use crate::acl::{Acl, Action};
 use crate::pattern::HostPattern;
 
 /// The validated `[dns]` section.
@@ -101,21 +101,8 @@ impl Validator<'_> {
                 .ok()
         });
         let mut rules = Vec::new();
-        for (key, action, list) in [
-            ("deny", Action::Deny, &raw.deny),
-            ("allow", Action::Allow, &raw.allow),
-        ] {
-            for (j, e) in list.iter().flatten().enumerate() {
-                match Cidr::parse_list_entry(e.get_ref()) {
-                    Ok(blocks) => rules.extend(blocks.into_iter().map(|block| Rule {
-                        action,
-                        block,
-                        mode: 0,
-                    })),
-                    Err(err) => self.problem(&format!("dns.{key}[{j}]"), e, err),
-                }
-            }
-        }
+        self.address_rules("dns.deny", Action::Deny, &raw.deny, &mut rules);
+        self.address_rules("dns.allow", Action::Allow, &raw.allow, &mut rules);
         if self.problems.len() != before {
             return None;
         }

@@ -320,6 +320,27 @@ impl Validator<'_> {
         });
     }
 
+    /// Adds one `action` rule per address block in `list` (addresses and
+    /// CIDRs), naming each bad entry as `key[j]`.
+    fn address_rules(
+        &mut self,
+        key: &str,
+        action: crate::acl::Action,
+        list: &Option<Vec<Spanned<String>>>,
+        rules: &mut Vec<crate::acl::Rule>,
+    ) {
+        for (j, e) in list.iter().flatten().enumerate() {
+            match crate::acl::Cidr::parse_list_entry(e.get_ref()) {
+                Ok(blocks) => rules.extend(blocks.into_iter().map(|block| crate::acl::Rule {
+                    action,
+                    block,
+                    mode: 0,
+                })),
+                Err(err) => self.problem(&format!("{key}[{j}]"), e, err),
+            }
+        }
+    }
+
     fn missing(&mut self, path: &str, message: &str) {
         self.problems.push(Problem {
             path: path.to_string(),

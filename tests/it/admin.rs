@@ -38,17 +38,6 @@ fn request(port: u16, raw: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of the sample `name{labels}` (labels as written, in order).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 struct Running2 {
     run: Running,
     admin: u16,

@@ -585,3 +585,15 @@ pub fn skip_outside_ci(ci_failure: &str, why: fmt::Arguments) {
     assert!(std::env::var("CI").is_err(), "{ci_failure}");
     skipped(why);
 }
+
+/// The value of the sample `series` (`name{labels}`, labels as written)
+/// in Prometheus text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

@@ -80,13 +80,7 @@ fn metric(admin: u16, series: &str) -> Option<f64> {
     s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    sample(&text, series)
 }
 
 fn ossrelay_reload(cfg: &std::path::Path) -> std::process::Output {
