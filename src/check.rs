@@ -246,6 +246,7 @@ pub async fn run(opts: &Options, shown: &mut dyn FnMut(&Item)) -> Vec<Item> {
         resolver: resolver.clone(),
         timeout: opts.timeout,
         tls: tls.clone(),
+        connect_to: None,
     };
     let anon = client(None);
     let targets: Vec<Option<&str>> = if opts.buckets.is_empty() {

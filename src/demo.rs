@@ -175,6 +175,7 @@ async fn run_inner(opts: &DemoOptions, relay_log: &LogBuffer) -> Result<(), Stri
         resolver: Arc::new(client_hosts) as Arc<dyn Resolve>,
         timeout: Duration::from_secs(60),
         tls: None,
+        connect_to: None,
     };
 
     say!("ossrelay demo: the private path from the blog, on loopback");

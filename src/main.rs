@@ -154,6 +154,14 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Read a password from standard input and print its argon2id hash, for
+    /// an sftp relay's `password_hash`.
+    #[cfg(feature = "sftp")]
+    #[command(
+        name = "hash-password",
+        after_help = "Examples:\n  ossrelay hash-password            # type the password, then Enter\n  printf '%s\\n' \"$PW\" | ossrelay hash-password\n\nThe first line of standard input is the password (without its newline).\nPut the output in [[relay.users]] password_hash = \"...\"."
+    )]
+    HashPassword,
     /// Print the ossrelay(1) man page (roff) on standard output.
     #[command(
         after_help = "Examples:\n  ossrelay man | man -l -\n  ossrelay man > /usr/local/share/man/man1/ossrelay.1"
@@ -275,6 +283,8 @@ fn dispatch() -> ExitCode {
     match cli.command {
         Command::Stone { print_toml, args } => stone(args, print_toml),
         Command::Man => man(),
+        #[cfg(feature = "sftp")]
+        Command::HashPassword => hash_password(),
         Command::Reload { config } => reload(config),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -947,6 +957,39 @@ fn raise_fd_limit() {
                     std::io::Error::last_os_error()
                 );
             }
+        }
+    }
+}
+
+/// `ossrelay hash-password`: one line of stdin in, one PHC string out.
+#[cfg(feature = "sftp")]
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) => {
+            eprintln!("ossrelay hash-password: no password on standard input");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("ossrelay hash-password: reading standard input: {e}");
+            return ExitCode::from(2);
+        }
+        Ok(_) => {}
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("ossrelay hash-password: the password is empty");
+        return ExitCode::from(2);
+    }
+    match ossrelay::config::sftp::hash_password(password) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ossrelay hash-password: {e}");
+            ExitCode::FAILURE
         }
     }
 }

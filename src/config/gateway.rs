@@ -231,6 +231,7 @@ impl Validator<'_> {
             keys: None,
             access_keys: None,
             sources: None,
+            users: None,
             origin: origin.to_string(),
         };
         if r.deny_buckets.is_some() {
@@ -306,6 +307,10 @@ impl Validator<'_> {
             (k.is_empty() || k.chars().any(|c| c.is_whitespace() || c == '/'))
                 .then(|| format!("{k:?} is not an access key ID or glob"))
         });
+        let users = list("users", &st.users, &|u| {
+            (u.is_empty() || u.chars().any(|c| c.is_whitespace()))
+                .then(|| format!("{u:?} is not a user name or glob"))
+        });
         let mut sources = None;
         if let Some(v) = &st.sources {
             let mut blocks = Vec::new();
@@ -327,6 +332,7 @@ impl Validator<'_> {
             keys,
             access_keys,
             sources,
+            users,
             origin: format!(
                 "{path} at line {}",
                 super::line_of(self.text, raw.span().start)
@@ -389,6 +395,7 @@ mod tests {
                         keys: None,
                         access_keys: None,
                         sources: None,
+                        users: None,
                         origin: "deny_buckets".into(),
                     },
                     Statement {
@@ -398,6 +405,7 @@ mod tests {
                         keys: None,
                         access_keys: None,
                         sources: None,
+                        users: None,
                         origin: "buckets".into(),
                     },
                 ],

@@ -12,6 +12,8 @@ mod proxy;
 pub mod raw;
 mod relay;
 pub mod rewrite;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 mod tls;
 mod upstream;
 

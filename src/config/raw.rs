@@ -146,6 +146,46 @@ pub struct RawRelay {
     pub upstream_keepalive: Option<Spanned<RawUpstreamKeepalive>>,
     /// PROXY protocol in and out.
     pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
+    /// `protocol = "sftp"`: OpenSSH private host key files.
+    pub host_keys: Option<Vec<Spanned<String>>>,
+    /// `protocol = "sftp"`: create a missing host key (ed25519).
+    pub generate_host_key: Option<bool>,
+    /// `protocol = "sftp"`: the storage keys, from the environment.
+    pub credentials: Option<Spanned<RawCredentials>>,
+    /// `protocol = "sftp"`: the path clients name for a user's root.
+    pub mount: Option<Spanned<String>>,
+    /// `protocol = "sftp"`: the signing region.
+    pub region: Option<Spanned<String>>,
+    /// `protocol = "sftp"`: failed authentications per connection.
+    pub max_auth_attempts: Option<Spanned<i64>>,
+    /// `protocol = "sftp"`: `[[relay.users]]`.
+    pub users: Option<Vec<Spanned<RawSftpUser>>>,
+}
+
+/// `credentials = { access_key_id_env = "…", secret_env = "…" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    /// The environment variable holding the access key ID.
+    pub access_key_id_env: Option<String>,
+    /// The environment variable holding the secret.
+    pub secret_env: Option<String>,
+}
+
+/// `[[relay.users]]` of an sftp relay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSftpUser {
+    /// The login name.
+    pub name: Option<String>,
+    /// An OpenSSH authorized_keys file.
+    pub authorized_keys: Option<String>,
+    /// An argon2 PHC string.
+    pub password_hash: Option<String>,
+    /// `bucket[/prefix]`.
+    pub root: Option<String>,
+    /// Refuse writes.
+    pub read_only: Option<bool>,
 }
 
 /// `proxy_protocol = { accept = "v2", accept_from = ["10.0.0.0/8"], send = "v1" }`
@@ -187,6 +227,8 @@ pub struct RawStatement {
     pub access_keys: Option<Vec<Spanned<String>>>,
     /// Client address blocks.
     pub sources: Option<Vec<Spanned<String>>>,
+    /// SSH user name globs (sftp relays).
+    pub users: Option<Vec<Spanned<String>>>,
 }
 
 /// `{ host = "*.oss-…aliyuncs.com", upstream = "oss-…aliyuncs.com:80" }`
@@ -248,4 +290,20 @@ pub struct RawKeepalive {
     pub interval: Option<Spanned<String>>,
     /// Unanswered probes before the connection is dropped.
     pub retries: Option<Spanned<i64>>,
+}
+
+/// The sftp keys on a relay of another protocol are mistakes.
+pub(super) fn sftp_keys(r: &RawRelay) -> Vec<&'static str> {
+    [
+        ("host_keys", r.host_keys.is_some()),
+        ("generate_host_key", r.generate_host_key.is_some()),
+        ("credentials", r.credentials.is_some()),
+        ("mount", r.mount.is_some()),
+        ("region", r.region.is_some()),
+        ("max_auth_attempts", r.max_auth_attempts.is_some()),
+        ("users", r.users.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect()
 }

@@ -139,6 +139,10 @@ pub enum Service {
     /// Answer ident (RFC 1413) queries about this process's upstream
     /// connections (stone's `identd` stone).
     Identd,
+    /// `protocol = "sftp"`: an SSH server (SFTP and legacy SCP) that stores
+    /// files as objects.
+    #[cfg(feature = "sftp")]
+    Sftp(Box<super::sftp::Sftp>),
 }
 
 impl Service {
@@ -153,6 +157,8 @@ impl Service {
             Service::Proxy(_) => "proxy",
             Service::Health(_) => "health",
             Service::Identd => "identd",
+            #[cfg(feature = "sftp")]
+            Service::Sftp(_) => "sftp",
         }
     }
 }
@@ -249,6 +255,8 @@ impl RelayConfig {
             }) => path.display().to_string(),
             Service::Tcp(f) => f.upstream.to_string(),
             Service::Udp(u) => u.to_string(),
+            #[cfg(feature = "sftp")]
+            Service::Sftp(s) => format!("sftp {}", s.upstream),
         }
     }
 
@@ -317,11 +325,23 @@ impl Validator<'_> {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
                 "proxy" | "health" | "http" | "tls" => Protocol::Tcp,
+                #[cfg(feature = "sftp")]
+                "sftp" => Protocol::Tcp,
+                #[cfg(not(feature = "sftp"))]
+                "sftp" => {
+                    self.problem(
+                        &key("protocol"),
+                        p,
+                        "this ossrelay was built without sftp support (cargo feature `sftp`)"
+                            .into(),
+                    );
+                    Protocol::Tcp
+                }
                 other => {
                     self.problem(
                         &key("protocol"),
                         p,
-                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\", \"http\", \"tls\", \"proxy\" or \"health\""),
+                        format!("unknown protocol {other:?}; use \"tcp\", \"udp\", \"http\", \"tls\", \"proxy\", \"sftp\" or \"health\""),
                     );
                     Protocol::Tcp
                 }
@@ -351,6 +371,13 @@ impl Validator<'_> {
             self.missing(&key("proxy_allow"), "only applies to protocol = \"proxy\"");
         }
         let kind = r.protocol.as_ref().map_or("tcp", |p| p.get_ref().as_str());
+        #[cfg(feature = "sftp")]
+        let sftp = (kind == "sftp").then(|| self.sftp(i, r)).flatten();
+        if kind != "sftp" {
+            for k in super::raw::sftp_keys(r) {
+                self.missing(&key(k), "only applies to protocol = \"sftp\"");
+            }
+        }
         let is_http = matches!(kind, "http" | "tls");
         let gateway = if is_http {
             self.gateway(i, r, kind == "tls")
@@ -560,6 +587,12 @@ impl Validator<'_> {
             "tls" => Service::Sni(gateway?),
             "proxy" => Service::Proxy(proxy?),
             "health" => Service::Health(HealthPort::default()),
+            #[cfg(feature = "sftp")]
+            "sftp" => {
+                let mut sftp = sftp?;
+                sftp.upstream = upstream?;
+                Service::Sftp(Box::new(sftp))
+            }
             _ => Service::Tcp(Forward {
                 upstream: upstream?,
                 group,

@@ -39,6 +39,9 @@ pub struct Statement {
     pub access_keys: Option<Vec<String>>,
     /// Client address blocks (after PROXY protocol).
     pub sources: Option<Vec<Cidr>>,
+    /// SSH user name globs: a statement with users matches only the
+    /// sessions of an sftp relay.
+    pub users: Option<Vec<String>>,
     /// Where it came from: `policy[1]`, or the shorthand key it stands for.
     pub origin: String,
 }
@@ -57,6 +60,8 @@ pub struct Principal<'a> {
     pub access_key: Option<&'a str>,
     /// The client's address.
     pub source: IpAddr,
+    /// The SSH user of an sftp session; `None` for http requests.
+    pub user: Option<&'a str>,
 }
 
 /// Why a request was allowed or denied.
@@ -139,6 +144,11 @@ impl Statement {
                 return false;
             }
         }
+        if let Some(users) = &self.users {
+            if !who.user.is_some_and(|u| any_glob(users, u)) {
+                return false;
+            }
+        }
         true
     }
 }
@@ -169,6 +179,9 @@ impl fmt::Display for Statement {
         if let Some(s) = &self.sources {
             let s: Vec<String> = s.iter().map(|c| c.to_string()).collect();
             write!(f, " from {}", s.join(","))?;
+        }
+        if let Some(u) = &self.users {
+            write!(f, " as user {}", u.join(","))?;
         }
         Ok(())
     }
@@ -206,10 +219,17 @@ impl Policy {
         let who = Principal {
             access_key: c.access_key.as_deref(),
             source,
+            user: None,
         };
+        self.decide_as(c, &who)
+    }
+
+    /// Decides a classified request from `who` (an sftp session names its
+    /// user).
+    pub fn decide_as(&self, c: &Classified, who: &Principal<'_>) -> Decision {
         let mut first_allow = None;
         for t in &c.touches {
-            match self.decide_touch(t, &who) {
+            match self.decide_touch(t, who) {
                 Ok(i) => {
                     first_allow.get_or_insert(i);
                 }
@@ -249,7 +269,10 @@ impl Policy {
             }
         }
         allow.ok_or_else(|| {
-            let ak = who.access_key.unwrap_or("anonymous");
+            let ak = match who.user {
+                Some(u) => format!("user {u}"),
+                None => format!("access key {}", who.access_key.unwrap_or("anonymous")),
+            };
             let hint = if t.bucket.is_none() {
                 " (requests without a bucket need allow_service = true)"
             } else {
@@ -258,7 +281,7 @@ impl Policy {
             Decision::Denied {
                 statement: None,
                 reason: format!(
-                    "no policy statement allows {} for access key {ak} from {}{hint}",
+                    "no policy statement allows {} for {ak} from {}{hint}",
                     describe(t),
                     who.source
                 ),
@@ -353,6 +376,7 @@ mod tests {
             access_keys: v(aks),
             sources: (!src.is_empty())
                 .then(|| src.iter().map(|c| Cidr::parse(c).unwrap()).collect()),
+            users: None,
             origin: "test".into(),
         }
     }

@@ -92,6 +92,27 @@ pub struct Client {
     pub timeout: Duration,
     /// HTTPS: the connector (it verifies the server certificate).
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// Connect to this host for every bucket (the endpoint's name),
+    /// instead of resolving `bucket.endpoint`.
+    pub connect_to: Option<String>,
+}
+
+/// A 3xx-5xx response as the S3 error it carries.
+fn error_status(resp: Response) -> Result<Response, ClientError> {
+    if resp.status >= 300 {
+        let text = String::from_utf8_lossy(&resp.body);
+        return Err(ClientError::Status {
+            status: resp.status,
+            code: xml::first(&text, "Code").unwrap_or_default(),
+            message: xml::first(&text, "Message").unwrap_or_default(),
+            request_id: resp
+                .header("x-oss-request-id")
+                .or(resp.header("x-amz-request-id"))
+                .unwrap_or("-")
+                .to_string(),
+        });
+    }
+    Ok(resp)
 }
 
 /// A request body that counts bytes as hyper takes them, for progress bars.
@@ -148,20 +169,7 @@ impl Client {
         let resp = self
             .send(method, bucket, key, query, body, progress)
             .await?;
-        if resp.status >= 300 {
-            let text = String::from_utf8_lossy(&resp.body);
-            return Err(ClientError::Status {
-                status: resp.status,
-                code: xml::first(&text, "Code").unwrap_or_default(),
-                message: xml::first(&text, "Message").unwrap_or_default(),
-                request_id: resp
-                    .header("x-oss-request-id")
-                    .or(resp.header("x-amz-request-id"))
-                    .unwrap_or("-")
-                    .to_string(),
-            });
-        }
-        Ok(resp)
+        error_status(resp)
     }
 
     /// Sends one request and returns the response whatever its status.
@@ -174,8 +182,46 @@ impl Client {
         body: Bytes,
         progress: Option<Arc<AtomicU64>>,
     ) -> Result<Response, ClientError> {
+        self.send_with(method, bucket, key, query, &[], body, progress)
+            .await
+    }
+
+    /// [`Client::request`] with extra headers (lower-case names; signed).
+    pub async fn request_with(
+        &self,
+        method: &str,
+        bucket: Option<&str>,
+        key: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let resp = self
+            .send_with(method, bucket, key, query, headers, body, None)
+            .await?;
+        error_status(resp)
+    }
+
+    /// [`Client::send`] with extra headers (lower-case names; signed).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_with(
+        &self,
+        method: &str,
+        bucket: Option<&str>,
+        key: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Bytes,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<Response, ClientError> {
         let name = self.host_for(bucket);
-        let addrs = lookup(self.resolver.as_ref(), &name, self.port)
+        // Through a relay's storage endpoint, every bucket's name leads to
+        // the endpoint's address (as OSS's own DNS answers).
+        let dial = match &self.connect_to {
+            Some(host) => host.as_str(),
+            None => name.as_str(),
+        };
+        let addrs = lookup(self.resolver.as_ref(), dial, self.port)
             .await
             .map_err(|source| ClientError::Resolve {
                 host: name.clone(),
@@ -212,9 +258,20 @@ impl Client {
             .uri(&uri)
             .header(hyper::header::HOST, &host_header)
             .header(hyper::header::CONTENT_LENGTH, body.len());
+        for (k, v) in headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
         if let Some(signer) = &self.signer {
             let payload = sha256_hex(&body);
-            let s = signer.sign(method, &host_header, &path, query, &payload, Civil::now());
+            let s = signer.sign_with(
+                method,
+                &host_header,
+                &path,
+                query,
+                headers,
+                &payload,
+                Civil::now(),
+            );
             builder = builder
                 .header("x-amz-date", s.amz_date)
                 .header("x-amz-content-sha256", s.content_sha256)

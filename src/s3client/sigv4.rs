@@ -96,6 +96,23 @@ impl Signer {
         payload_hash: &str,
         now: Civil,
     ) -> Signed {
+        self.sign_with(method, host, path, query, &[], payload_hash, now)
+    }
+
+    /// [`Signer::sign`], also signing `headers` (lower-case names), which
+    /// the request must carry as given: S3 wants every `x-amz-*` header
+    /// signed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_with(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        payload_hash: &str,
+        now: Civil,
+    ) -> Signed {
         let amz_date = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
             now.year, now.month, now.day, now.hour, now.minute, now.second
@@ -111,8 +128,17 @@ impl Signer {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("&");
+        let mut signed: Vec<(&str, &str)> = vec![
+            ("host", host),
+            ("x-amz-content-sha256", payload_hash),
+            ("x-amz-date", &amz_date),
+        ];
+        signed.extend(headers.iter().map(|(k, v)| (k.as_str(), v.trim())));
+        signed.sort();
+        let names = signed.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(";");
+        let lines: String = signed.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
         let canonical = format!(
-            "{method}\n{}\n{canonical_query}\nhost:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{amz_date}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}",
+            "{method}\n{}\n{canonical_query}\n{lines}\n{names}\n{payload_hash}",
             uri_encode(path, true)
         );
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
@@ -127,7 +153,7 @@ impl Signer {
         let signature = hex(&hmac(&k_signing, &to_sign));
         Signed {
             authorization: format!(
-                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
+                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={names}, Signature={signature}",
                 self.access_key
             ),
             amz_date,

@@ -15,6 +15,8 @@ pub mod health;
 pub mod http;
 pub mod identd;
 pub mod proxy;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 pub mod sni;
 mod tcp;
 pub mod udp;
@@ -51,6 +53,9 @@ pub struct Context {
     pub drain: CancellationToken,
     /// The relay's counters for `/metrics`.
     pub metrics: Arc<RelayMetrics>,
+    /// An sftp relay's SSH settings and storage clients.
+    #[cfg(feature = "sftp")]
+    pub sftp: Option<sftp::Shared>,
 }
 
 impl Context {
@@ -69,7 +74,14 @@ impl Context {
         if matches!(cfg.service, Service::Identd) {
             crate::connector::ident::enable();
         }
+        #[cfg(feature = "sftp")]
+        let sftp = match &cfg.service {
+            Service::Sftp(s) => Some(sftp::Shared::new(s, resolver.clone(), cfg.idle_timeout)),
+            _ => None,
+        };
         Context {
+            #[cfg(feature = "sftp")]
+            sftp,
             connector: Arc::new(Connector::new(cfg.clone(), resolver).counting(metrics.clone())),
             cfg,
             id,
@@ -194,6 +206,14 @@ pub async fn serve(ctx: &Context, conn: Conn, force: &CancellationToken) {
         }
         Service::Sni(gw) => {
             record.upstream = Box::pin(sni::serve(ctx, gw, client, peer, force, &meter)).await;
+        }
+        #[cfg(feature = "sftp")]
+        Service::Sftp(_) => {
+            let Some(shared) = &ctx.sftp else {
+                return finish(record, &meter, CloseReason::ConnectFailed);
+            };
+            let reason = Box::pin(sftp::serve(ctx, shared, client, peer, force)).await;
+            return finish(record, &meter, reason);
         }
         Service::Udp(_) => {
             // The listener binds UDP relays to the udp service; a TCP

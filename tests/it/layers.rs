@@ -41,6 +41,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("listener", 4),
     ("service", 3),
     ("connector", 2),
+    // The storage client: the sftp service's way to the bucket, and the
+    // demo's and `check`'s.
+    ("s3client", 2),
     ("pump", 1),
     ("acl", 0),
     ("config", 0),

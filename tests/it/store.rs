@@ -74,6 +74,7 @@ fn client(addr: SocketAddr, signed: bool) -> Client {
         resolver: Arc::new(hosts),
         timeout: Duration::from_secs(30),
         tls: None,
+        connect_to: None,
     }
 }
 
