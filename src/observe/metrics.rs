@@ -136,6 +136,20 @@ impl RelayMetrics {
             _ => None,
         };
         let mut buckets: Vec<String> = policy.map(|p| p.named_buckets()).unwrap_or_default();
+        // An sftp relay's users name their buckets; its policy may name more.
+        #[cfg(feature = "sftp")]
+        if let Service::Sftp(s) = &cfg.service {
+            for b in s
+                .users
+                .iter()
+                .map(|u| u.bucket.clone())
+                .chain(s.policy.named_buckets())
+            {
+                if !buckets.contains(&b) {
+                    buckets.push(b);
+                }
+            }
+        }
         buckets.push("other".into());
         let bucket_index = buckets
             .iter()
@@ -146,7 +160,12 @@ impl RelayMetrics {
             .map(|_| AtomicU64::new(0))
             .collect();
         RelayMetrics {
-            requests_counted: matches!(cfg.service, Service::Http(_) | Service::Proxy(_)),
+            requests_counted: match cfg.service {
+                Service::Http(_) | Service::Proxy(_) => true,
+                #[cfg(feature = "sftp")]
+                Service::Sftp(_) => true,
+                _ => false,
+            },
             name: cfg.name.clone(),
             connections: AtomicU64::new(0),
             limits: std::sync::Mutex::new(Vec::new()),

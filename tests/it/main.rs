@@ -16,6 +16,8 @@ mod policy;
 mod pool;
 mod proxy_protocol;
 mod reload;
+#[cfg(feature = "sftp")]
+mod sftp;
 mod stone_diff;
 #[cfg(feature = "store")]
 mod store;

@@ -149,6 +149,21 @@ impl Account {
         result: Result<(), &Refusal>,
     ) {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Each operation counts as a request, with the HTTP status class
+        // its outcome would have had at the store.
+        let status = match result {
+            Ok(()) => 200,
+            Err(Refusal::Denied(_)) => 403,
+            Err(Refusal::Missing(_)) => 404,
+            Err(Refusal::Unsupported(_)) => 400,
+            Err(Refusal::Failed(_)) => 500,
+        };
+        self.metrics.request(Some(&self.bucket.name), status);
+        match op {
+            "put" => self.metrics.from_client(bytes),
+            "get" => self.metrics.to_client(bytes),
+            _ => {}
+        }
         match result {
             Ok(()) => tracing::info!(
                 relay = %self.relay,

@@ -84,13 +84,23 @@ impl Upload {
                 self.written
             ));
         }
-        self.buf.extend_from_slice(data);
         self.written += data.len() as u64;
-        while self.buf.len() >= part_size(self.next_part, self.size) {
-            let n = part_size(self.next_part, self.size);
-            let rest = self.buf.split_off(n);
-            let part = std::mem::replace(&mut self.buf, rest);
-            self.send_part(part).await.map_err(|e| e.to_string())?;
+        let mut data = data;
+        while !data.is_empty() {
+            // Fill the part buffer exactly, allocated once at its size: a
+            // growing Vec would hold up to twice the part in every part
+            // that is in flight.
+            let size = part_size(self.next_part, self.size);
+            if self.buf.capacity() < size {
+                self.buf.reserve_exact(size - self.buf.len());
+            }
+            let take = (size - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == size {
+                let part = std::mem::take(&mut self.buf);
+                self.send_part(part).await.map_err(|e| e.to_string())?;
+            }
         }
         Ok(())
     }
