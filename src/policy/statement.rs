@@ -557,4 +557,47 @@ mod tests {
             }
         ));
     }
+
+    /// A statement with `users` matches only the named SSH users, and
+    /// never a request that names none (an http request).
+    #[test]
+    fn users_match_sftp_sessions_by_name_only() {
+        let mut allow = st(
+            Effect::Allow,
+            &["logs-app"],
+            &["oss:PutObject"],
+            &[],
+            &[],
+            &[],
+        );
+        allow.users = Some(vec!["ingest-*".into()]);
+        let p = Policy {
+            statements: vec![allow],
+        };
+        let c = Classified {
+            touches: vec![Touch {
+                action: "oss:PutObject",
+                bucket: Some(Name::Known("logs-app".into())),
+                key: Some(Name::Known("a.txt".into())),
+            }],
+            access_key: None,
+        };
+        let ip: IpAddr = "10.0.10.30".parse().unwrap();
+        let who = |user| Principal {
+            access_key: None,
+            source: ip,
+            user,
+        };
+        assert_eq!(
+            p.decide_as(&c, &who(Some("ingest-7"))),
+            Decision::Allowed(0)
+        );
+        match p.decide_as(&c, &who(Some("root"))) {
+            Decision::Denied { reason, .. } => {
+                assert!(reason.contains("for user root"), "{reason}")
+            }
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(p.decide(&c, ip), Decision::Denied { .. }));
+    }
 }

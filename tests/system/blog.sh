@@ -5,7 +5,8 @@
 #
 # Only the relay can reach the oss namespace (a 100.64.0.0/10 address, like
 # an OSS intranet VIP). The client has exactly the blog's two hosts lines;
-# the relay's hosts file maps the endpoint to the store.
+# the relay's hosts file maps the endpoint to the store. The namespaces,
+# the store and the helpers are topology.sh's, shared with sftp.sh.
 #
 #   tests/system/blog.sh OSSRELAY_BIN RELAY_KIND
 #     RELAY_KIND: ossrelay | stone (Debian's) | symlink (ossrelay named stone)
@@ -35,60 +36,15 @@ polices() { is_gateway || [ "$kind" = proxy ]; }
 scheme=http; [ "$kind" = gateway-tls ] && scheme=https
 bin=$(readlink -f "$bin")
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/system/topology.sh
+. "$here/topology.sh"
 
-skip() { echo "SKIPPED: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "needs root for ip netns"
-command -v ip >/dev/null || skip "ip (iproute2) not installed"
-ip netns list >/dev/null 2>&1 || skip "ip netns unavailable"
 for t in aws s3cmd rclone sha256sum openssl; do command -v "$t" >/dev/null || skip "$t not installed"; done
 python3 -c "import oss2, alibabacloud_oss_v2" 2>/dev/null || skip "python3 modules oss2 and alibabacloud-oss-v2 not installed"
 [ "$kind" != stone ] || command -v stone >/dev/null || skip "stone not installed"
 
-ENDPOINT=oss-ap-northeast-1-internal.aliyuncs.com
-BUCKET=aws-alibaba-oss
-AK=LTAIsystemTestKey01
-SK=systemTestSecretKey0123456789
-id=$$
-ns_c=osr$id-client; ns_r=osr$id-router; ns_x=osr$id-relay; ns_o=osr$id-oss
-work=$(mktemp -d /tmp/ossrelay-system.XXXXXX)
-pids=()
-
-cleanup() {
-  set +e
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-  for ns in "$ns_c" "$ns_r" "$ns_x" "$ns_o"; do
-    ip netns del "$ns" 2>/dev/null
-    rm -rf "/etc/netns/$ns"
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-step=0
-pass() { step=$((step + 1)); echo "ok $step - $*"; }
-fail() { echo "not ok - $*"; echo "--- last command output"; tail -30 "$work/last.out" 2>/dev/null; tail -10 "$work/out.txt" 2>/dev/null; echo "--- relay log"; cat "$work/relay.log" 2>/dev/null | tail -20; echo "--- store log"; tail -20 "$work/store.log" 2>/dev/null; exit 1; }
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-# The relay writes its log lines in batches (at most 100 ms late, see
-# src/observe/batch.rs), so a line about the request a client just finished
-# may not be in the file yet: look for up to 5 s before calling it missing.
-log_has() { local i; for i in $(seq 50); do grep -qE -- "$1" "$work/relay.log" && return 0; sleep 0.1; done; return 1; }
-
 # --- topology
-for ns in "$ns_c" "$ns_r" "$ns_x" "$ns_o"; do ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
-link() { # nsA ifA addrA nsB ifB addrB
-  ip link add "$2" type veth peer name "$5"
-  ip link set "$2" netns "$1"; ip link set "$5" netns "$4"
-  in_ns "$1" ip addr add "$3" dev "$2"; in_ns "$1" ip link set "$2" up
-  in_ns "$4" ip addr add "$6" dev "$5"; in_ns "$4" ip link set "$5" up
-}
-link "$ns_c" "c$id" 10.0.10.30/24 "$ns_r" "rc$id" 10.0.10.1/24
-link "$ns_r" "rx$id" 172.31.10.1/24 "$ns_x" "x$id" 172.31.10.171/24
-link "$ns_x" "xo$id" 100.118.0.1/24 "$ns_o" "o$id" 100.118.0.5/24
-in_ns "$ns_r" sysctl -qw net.ipv4.ip_forward=1
-in_ns "$ns_c" ip route add default via 10.0.10.1
-in_ns "$ns_x" ip route add 10.0.10.0/24 via 172.31.10.1
-mkdir -p "/etc/netns/$ns_c" "/etc/netns/$ns_x"
+topology_up
 if uses_dns; then
   # No hosts lines at all: names come from the relay's DNS responder.
   printf '127.0.0.1 localhost\n' > "/etc/netns/$ns_c/hosts"
@@ -101,7 +57,6 @@ else
   # Exactly the blog's two lines.
   printf '172.31.10.171 %s\n172.31.10.171 %s.%s\n' "$ENDPOINT" "$BUCKET" "$ENDPOINT" > "/etc/netns/$ns_c/hosts"
 fi
-printf '127.0.0.1 localhost\n100.118.0.5 %s\n' "$ENDPOINT" > "/etc/netns/$ns_x/hosts"
 if [ "$kind" = proxy ]; then
   # OSS's DNS answers every bucket name; the relay's hosts file stands in.
   for b in "$BUCKET" forbidden-bucket new-bucket-123; do
@@ -110,28 +65,8 @@ if [ "$kind" = proxy ]; then
 fi
 pass "namespaces: client 10.0.10.30, router, relay 172.31.10.171, oss 100.118.0.5"
 
-wait_port() { # ns ip port
-  for _ in $(seq 200); do
-    if in_ns "$1" ss -Hltn "sport = :$3" | grep -q "$2:$3\|\*:$3\|0.0.0.0:$3"; then return 0; fi
-    sleep 0.05
-  done
-  return 1
-}
-
 # --- the store (OSS stand-in), reachable only from the relay
-mkdir -p "$work/root"
-# `ip netns exec` execs the store, so $! is the store itself and cleanup
-# stops it (a shell function in the background would leave it running).
-ip netns exec "$ns_o" "$bin" store --root "$work/root" --listen 100.118.0.5:80 --domain "$ENDPOINT" \
-  --bucket "$BUCKET" --bucket forbidden-bucket --access-key "$AK" --secret-key "$SK" >"$work/store.log" 2>&1 &
-pids+=($!)
-wait_port "$ns_o" 100.118.0.5 80 || fail "store did not start"
-if in_ns "$ns_c" timeout 3 bash -c "exec 3<>/dev/tcp/100.118.0.5/80" 2>/dev/null; then
-  fail "the client can reach the oss namespace directly"
-fi
-pass "client cannot reach 100.118.0.5:80 directly"
-in_ns "$ns_x" timeout 3 bash -c "exec 3<>/dev/tcp/100.118.0.5/80" || fail "relay cannot reach the store"
-pass "relay reaches the store"
+store_up forbidden-bucket
 
 # --- the relay, with the blog's exact command line
 case "$kind" in
@@ -259,9 +194,6 @@ aws_() {
     AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" \
     aws --endpoint-url "$scheme://$ENDPOINT" "$@" 2>"$work/last.out"
 }
-# Outputs go to files before grep: with pipefail, `grep -q` closing the pipe
-# early would fail the client with SIGPIPE.
-has() { grep -q -- "$1" "$work/out.txt"; }
 aws_ s3 ls > out.txt && has "$BUCKET" || fail "aws s3 ls"
 pass "aws s3 ls lists $BUCKET"
 aws_ s3 ls "s3://$BUCKET" >/dev/null || fail "aws s3 ls s3://$BUCKET"
