@@ -125,6 +125,47 @@ pub async fn serve(
     }
 }
 
+/// A password check waiting for the checker thread.
+type Check = (String, String, tokio::sync::oneshot::Sender<bool>);
+
+/// Whether `password` matches the PHC string `hash`. Argon2 takes tens of
+/// milliseconds of CPU and ~19 MiB of memory per check by design, so the
+/// checks run one at a time on one thread of their own: off the threads
+/// that move other clients' bytes, and with one buffer's worth of memory
+/// (spread over tokio's blocking threads, each kept its own 19 MiB in its
+/// malloc arena, and a few dozen logins held hundreds of MiB).
+async fn verify_password(hash: String, password: String) -> bool {
+    static CHECKER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Check>>> =
+        std::sync::OnceLock::new();
+    let checker = CHECKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Check>();
+        let spawned = std::thread::Builder::new()
+            .name("ossrelay-passwords".into())
+            .spawn(move || {
+                use argon2::password_hash::{PasswordHash, PasswordVerifier};
+                for (hash, password, reply) in rx {
+                    let good = PasswordHash::new(&hash).is_ok_and(|h| {
+                        argon2::Argon2::default()
+                            .verify_password(password.as_bytes(), &h)
+                            .is_ok()
+                    });
+                    let _ = reply.send(good);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("sftp: cannot start the password checker thread: {e}");
+        }
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let sent = checker
+        .lock()
+        .map(|tx| tx.send((hash, password, reply)).is_ok())
+        .unwrap_or(false);
+    // No checker (it could not start): every password is wrong.
+    sent && answer.await.unwrap_or(false)
+}
+
 /// One SSH connection's state.
 struct Ssh {
     relay: String,
@@ -197,19 +238,7 @@ impl russh::server::Handler for Ssh {
         let Some(hash) = self.user(user).and_then(|u| u.password_hash.clone()) else {
             return Ok(self.reject(user, "password"));
         };
-        // Argon2 takes tens of milliseconds of CPU by design: keep it off
-        // the threads that move other clients' bytes.
-        let password = password.to_string();
-        let good = tokio::task::spawn_blocking(move || {
-            use argon2::password_hash::{PasswordHash, PasswordVerifier};
-            PasswordHash::new(&hash).is_ok_and(|h| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false);
+        let good = verify_password(hash, password.to_string()).await;
         match (good, self.user(user).cloned()) {
             (true, Some(u)) => Ok(self.accept(&u, "password")),
             _ => Ok(self.reject(user, "password")),
