@@ -104,7 +104,7 @@ for r in $(seq "$rounds"); do
   got[sshd]+="$(copy sshd "$p_sshd" "" "$work/disk/big.bin" "$work/disk/big.bin") "
   got[ossrelay]+="$(copy ossrelay "$p_relay" "" /mnt/ossfs/big.bin "$work/root/bench/big.bin") "
   got[ossrelay-O]+="$(copy ossrelay-O "$p_relay" -O /mnt/ossfs/big.bin "$work/root/bench/big.bin") "
-  echo "round $r: sshd ${got[sshd]##* }" >&2
+  echo "round $r of $rounds done" >&2
 done
 
 date=$(date -u +%Y-%m-%d-%H%M)
