@@ -863,6 +863,7 @@ mod tests {
         ),
         ("pump/mod.rs", "pub mod copy;"),
         ("pump/copy.rs", "use crate::observe::{log, stats};"),
+        ("s3client/mod.rs", "use crate::pump::copy;"),
         ("config.rs", "use crate::error::Error;"),
         ("error.rs", "// crate::service is only mentioned here"),
         ("observe.rs", ""),

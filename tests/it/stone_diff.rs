@@ -906,6 +906,20 @@ fn ident(
     let Ok((a, b)) = seen.recv_timeout(Duration::from_secs(3)) else {
         return "not-relayed".into();
     };
+    // The upstream sees the connection as soon as the kernel completes it,
+    // a moment before the relay has it in its table: poll until the pair is
+    // known (or 2 s pass) before the session that is compared.
+    for _ in 0..40 {
+        let Ok(mut probe) = TcpStream::connect(("127.0.0.1", identd)) else {
+            break;
+        };
+        let _ = probe.set_read_timeout(Some(Duration::from_secs(3)));
+        let _ = probe.write_all(format!("{a},{b}\r\n").as_bytes());
+        if !String::from_utf8_lossy(&read_line(&mut probe)).contains("NO-USER") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let Ok(mut q) = TcpStream::connect(("127.0.0.1", identd)) else {
         return "identd-refused".into();
     };

@@ -263,9 +263,19 @@ parts_are 'huge\.bin' 128 || fail "huge.bin went to the store in $(parts_of 'hug
 hwm_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$relay_pid/status")
 [ -n "$hwm_kib" ] || fail "no VmHWM for the relay (pid $relay_pid)"
 [ "$hwm_kib" -lt $((300 * 1024)) ] || fail "the relay's peak RSS is $((hwm_kib / 1024)) MiB, not below 300 MiB"
+huge_sum=$(sum huge.bin)
 rm -f huge.bin
 [ -z "$(upload_files)" ] || fail "completed uploads left files behind in the store: $(upload_files | tr '\n' ' ')"
 pass "scp of 1 GiB in 128 parts, SHA-256 equal; relay peak RSS (VmHWM) $((hwm_kib / 1024)) MiB < 300 MiB (${hwm_before:-?} MiB before it); no upload files left"
+
+# --- renaming an object over OSS's 1 GB CopyObject limit: UploadPartCopy
+T=600 sftp_b "rename huge.bin huge-renamed.bin" || fail "sftp rename of 1 GiB"
+[ ! -e "$(stored huge.bin)" ] || fail "huge.bin is still in the store after its rename"
+[ "$(sum "$(stored huge-renamed.bin)")" = "$huge_sum" ] || fail "huge-renamed.bin: the store's SHA-256 differs"
+log_has 'op=rename .*huge\.bin -> huge-renamed\.bin \(3 ranges by UploadPartCopy\).*result=ok' \
+  || fail "the relay's rename record does not say the 1 GiB object went in 3 UploadPartCopy ranges"
+[ -z "$(upload_files)" ] || fail "the rename left upload files behind in the store: $(upload_files | tr '\n' ' ')"
+pass "sftp rename of the 1 GiB object: copied in ranges (UploadPartCopy) at the store, SHA-256 equal, the old name gone"
 
 # --- a session killed mid-upload leaves no object and no multipart upload
 head -c 512M /dev/urandom > half.bin

@@ -242,6 +242,38 @@ impl Bucket {
         .map(|_| ())
     }
 
+    /// UploadPartCopy: bytes `start..=end` of `from` as part `number` of
+    /// upload `upload` of `key`; returns the part's ETag.
+    pub async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        from: &str,
+        (start, end): (u64, u64),
+    ) -> Result<String, StoreError> {
+        let n = number.to_string();
+        let source = format!(
+            "/{}/{}",
+            self.name,
+            crate::s3client::sigv4::uri_encode(from, true)
+        );
+        let r = self
+            .call(
+                "PUT",
+                key,
+                &[("partNumber", &n), ("uploadId", upload)],
+                &[
+                    ("x-amz-copy-source", source),
+                    ("x-amz-copy-source-range", format!("bytes={start}-{end}")),
+                ],
+                Bytes::new(),
+            )
+            .await?;
+        xml::first(&String::from_utf8_lossy(&r.body), "ETag")
+            .ok_or_else(|| StoreError::Failed(format!("UploadPartCopy of part {number}: no ETag")))
+    }
+
     /// CreateMultipartUpload; returns the upload ID.
     pub async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
         let r = self

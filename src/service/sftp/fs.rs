@@ -39,6 +39,46 @@ fn file_attrs(m: Meta) -> FileAttributes {
     attrs(FILE_MODE, m.size, m.mtime)
 }
 
+/// OSS's CopyObject takes objects up to 1 GB (S3's up to 5 GiB): larger
+/// ones are copied as a multipart upload of ranges (UploadPartCopy).
+const COPY_OBJECT_LIMIT: u64 = 1_000_000_000;
+/// The range each UploadPartCopy takes: under both stores' 5 GB part limit.
+const COPY_PART: u64 = 500_000_000;
+
+/// Copies `src` (`size` bytes) to `dst` in ranges, and returns how many;
+/// aborts on failure.
+async fn copy_in_parts(
+    bucket: &super::bucket::Bucket,
+    src: &str,
+    dst: &str,
+    size: u64,
+) -> Result<usize, super::bucket::StoreError> {
+    let part = COPY_PART.max(size.div_ceil(10_000));
+    let id = bucket.create_multipart(dst).await?;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + part).min(size) - 1;
+        let n = parts.len() as u32 + 1;
+        match bucket
+            .upload_part_copy(dst, &id, n, src, (start, end))
+            .await
+        {
+            Ok(etag) => parts.push((n, etag)),
+            Err(e) => {
+                let _ = bucket.abort(dst, &id).await;
+                return Err(e);
+            }
+        }
+        start = end + 1;
+    }
+    if let Err(e) = bucket.complete(dst, &id, &parts).await {
+        let _ = bucket.abort(dst, &id).await;
+        return Err(e);
+    }
+    Ok(parts.len())
+}
+
 impl From<Refusal> for StatusReply {
     fn from(r: Refusal) -> StatusReply {
         let code = match &r {
@@ -214,16 +254,15 @@ impl Fs {
             }
             Err(e) => return Err(e.into()),
         };
-        // OSS's CopyObject stops at 1 GB (S3's at 5 GiB); larger objects
-        // would need UploadPartCopy, which this server does not do yet.
-        if meta.size > 1 << 30 {
-            return Err(Refusal::Unsupported(format!(
-                "{src} is over 1 GiB; ossrelay renames by CopyObject, which OSS limits to 1 GB"
-            )));
-        }
-        a.bucket.copy(&src, &dst).await?;
+        let how = if meta.size > COPY_OBJECT_LIMIT {
+            let n = copy_in_parts(&a.bucket, &src, &dst, meta.size).await?;
+            format!(" ({n} ranges by UploadPartCopy)")
+        } else {
+            a.bucket.copy(&src, &dst).await?;
+            String::new()
+        };
         a.bucket.delete(&src).await?;
-        Ok((format!("{src} -> {dst}"), meta.size))
+        Ok((format!("{src} -> {dst}{how}"), meta.size))
     }
 
     /// Runs `op` and writes its access record.
