@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 keys: Some(vec!["k*".into()]),
                 access_keys: Some(vec!["anonymous".into(), "LTAI*".into()]),
                 sources: None,
+                users: None,
                 origin: "fuzz".into(),
             }],
         };
