@@ -147,8 +147,11 @@ fn generate_key(path: &Path) -> Result<russh::keys::PrivateKey, String> {
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     f.write_all(text.as_bytes())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    tracing::warn!(
-        "generated SSH host key {} ({})",
+    // The config is loaded before logging starts: say it on stderr, where
+    // the service manager keeps it, so the fingerprint clients will be
+    // shown can be checked.
+    eprintln!(
+        "ossrelay: generated SSH host key {} ({})",
         path.display(),
         key.fingerprint(Default::default())
     );

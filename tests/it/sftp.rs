@@ -65,11 +65,11 @@ fn a_generated_host_key_and_a_hashed_password_make_a_valid_relay() {
          mount = \"/mnt/ossfs/\"\n\n[[relay.users]]\nname = \"root\"\npassword_hash = \"{phc}\"\nroot = \"aws-alibaba-oss/\"\n"
     );
     let out = check(&dir.0, &cfg);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("generated SSH host key") && err.contains("SHA256:"),
+        "the new key's fingerprint is reported: {err}"
     );
     let key = dir.0.join("host_key");
     let text = std::fs::read_to_string(&key).unwrap();
@@ -82,6 +82,7 @@ fn a_generated_host_key_and_a_hashed_password_make_a_valid_relay() {
     // The key it made is the key it keeps.
     let out = check(&dir.0, &cfg);
     assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("generated"));
     assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
 }
 

@@ -15,7 +15,7 @@ use super::account::{Account, Refusal};
 use super::bucket::Meta;
 use super::download::Download;
 use super::paths::Place;
-use super::upload::Upload;
+use super::upload::{Upload, WriteError};
 
 const DIR_MODE: u32 = 0o040_755;
 const FILE_MODE: u32 = 0o100_644;
@@ -410,7 +410,10 @@ impl russh_sftp::server::Handler for Fs {
         match self.handles.get_mut(&handle) {
             Some(Open::Write(u, _)) => match u.write(offset, &data).await {
                 Ok(()) => Ok(ok(id)),
-                Err(why) => Err(StatusCode::OpUnsupported.with_message(why)),
+                Err(why @ WriteError::OutOfOrder(_)) => {
+                    Err(StatusCode::OpUnsupported.with_message(why.to_string()))
+                }
+                Err(why) => Err(StatusCode::Failure.with_message(why.to_string())),
             },
             _ => Err(StatusCode::Failure.with_message("not a handle open for writing")),
         }

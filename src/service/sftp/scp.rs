@@ -293,7 +293,7 @@ where
         // After a failure, keep reading to stay in step with the client.
         if failed.is_none() {
             if let Err(e) = up.write(size - left, &buf[..got]).await {
-                failed = Some(e);
+                failed = Some(e.to_string());
             }
         }
         left -= got as u64;

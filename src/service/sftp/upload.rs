@@ -31,6 +31,24 @@ pub fn part_size(n: u32, size: Option<u64>) -> usize {
     s.min(MAX_PART) as usize
 }
 
+/// Why a write was not taken.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Not at the end of what was written: object storage cannot do it.
+    OutOfOrder(String),
+    /// The store failed a part (this one or an earlier one).
+    Store(StoreError),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::OutOfOrder(m) => f.write_str(m),
+            WriteError::Store(e) => write!(f, "storing a part failed: {e}"),
+        }
+    }
+}
+
 type PartTask = JoinHandle<Result<(u32, String), StoreError>>;
 
 /// One file being written.
@@ -77,12 +95,12 @@ impl Upload {
 
     /// Appends `data` at `offset`, which must be the end of what was
     /// written: an object is written once, front to back.
-    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
         if offset != self.written {
-            return Err(format!(
+            return Err(WriteError::OutOfOrder(format!(
                 "ossrelay sftp: writes must be sequential (offset {offset}, expected {})",
                 self.written
-            ));
+            )));
         }
         self.written += data.len() as u64;
         let mut data = data;
@@ -99,7 +117,7 @@ impl Upload {
             data = &data[take..];
             if self.buf.len() == size {
                 let part = std::mem::take(&mut self.buf);
-                self.send_part(part).await.map_err(|e| e.to_string())?;
+                self.send_part(part).await.map_err(WriteError::Store)?;
             }
         }
         Ok(())
