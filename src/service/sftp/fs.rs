@@ -138,21 +138,32 @@ impl Fs {
             (abs, Place::Outside) => Err(Refusal::Missing(format!("{abs}: no such file"))),
             (_, Place::Above { .. }) | (_, Place::Inside { root: true, .. }) => Ok(dir_attrs()),
             (abs, Place::Inside { key, .. }) => {
-                a.allow("oss:GetObject", &key)?;
-                let head = match a.bucket.head(&key).await {
-                    Ok(m) => return Ok(file_attrs(m)),
-                    Err(e) => e,
+                // As an object it needs oss:GetObject; as a directory, a
+                // listing (so `keys = ["incoming/*"]` with ListObjects
+                // allowed lets clients `cd incoming`).
+                let head = match a.allow("oss:GetObject", &key) {
+                    Ok(()) => match a.bucket.head(&key).await {
+                        Ok(m) => return Ok(file_attrs(m)),
+                        Err(e) => Err(Refusal::from(e)),
+                    },
+                    Err(denied) => Err(denied),
                 };
+                if let Err(denied) = a.allow("oss:ListObjects", &key) {
+                    return Err(head.err().unwrap_or(denied));
+                }
                 // Not an object: a directory if anything is under it. (A
                 // filesystem-backed store may fail the HEAD of a directory
                 // with a 500 rather than a 404, so look either way.)
                 let l = a.bucket.list(&format!("{key}/"), Some(1)).await?;
                 match head {
                     _ if !l.objects.is_empty() || !l.prefixes.is_empty() => Ok(dir_attrs()),
-                    super::bucket::StoreError::NotFound => Err(Refusal::Missing(format!(
+                    Err(Refusal::Missing(_)) => Err(Refusal::Missing(format!(
                         "{abs}: no such file or directory"
                     ))),
-                    other => Err(other.into()),
+                    Err(other) => Err(other),
+                    Ok(()) => Err(Refusal::Missing(format!(
+                        "{abs}: no such file or directory"
+                    ))),
                 }
             }
         }
