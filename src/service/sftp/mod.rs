@@ -216,6 +216,25 @@ impl Ssh {
         Auth::Accept
     }
 
+    /// The session channel `channel` for a subsystem or exec, answered
+    /// with success; `None` (answered with failure) if there is none.
+    fn take_channel(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<Option<Channel<Msg>>, SshError> {
+        match self.channels.remove(&channel) {
+            Some(ch) => {
+                session.channel_success(channel)?;
+                Ok(Some(ch))
+            }
+            None => {
+                session.channel_failure(channel)?;
+                Ok(None)
+            }
+        }
+    }
+
     fn knows_key(&self, user: &str, key: &russh::keys::PublicKey) -> bool {
         let Ok(bytes) = key.to_bytes() else {
             return false;
@@ -293,11 +312,9 @@ impl russh::server::Handler for Ssh {
             session.channel_failure(channel)?;
             return Ok(());
         };
-        let Some(ch) = self.channels.remove(&channel) else {
-            session.channel_failure(channel)?;
+        let Some(ch) = self.take_channel(channel, session)? else {
             return Ok(());
         };
-        session.channel_success(channel)?;
         self.sftp_channels.insert(channel);
         russh_sftp::server::run(ch.into_stream(), fs::Fs::new(account)).await;
         Ok(())
@@ -310,18 +327,21 @@ impl russh::server::Handler for Ssh {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let line = String::from_utf8_lossy(data).to_string();
-        let cmd = scp::parse(&line);
-        let (Some(account), Ok(cmd)) = (self.account.clone(), cmd) else {
-            let why = scp::parse(&line).err().unwrap_or_default();
-            tracing::warn!(relay = %self.relay, "sftp client={}: refused exec {line:?}: {why}", self.peer);
+        let (Some(account), cmd) = (self.account.clone(), scp::parse(&line)) else {
             session.channel_failure(channel)?;
             return Ok(());
         };
-        let Some(ch) = self.channels.remove(&channel) else {
-            session.channel_failure(channel)?;
+        let cmd = match cmd {
+            Ok(cmd) => cmd,
+            Err(why) => {
+                tracing::warn!(relay = %self.relay, "sftp client={}: refused exec {line:?}: {why}", self.peer);
+                session.channel_failure(channel)?;
+                return Ok(());
+            }
+        };
+        let Some(ch) = self.take_channel(channel, session)? else {
             return Ok(());
         };
-        session.channel_success(channel)?;
         let handle = session.handle();
         tokio::spawn(async move {
             let status = scp::run(account, cmd, ch.into_stream()).await;

@@ -243,6 +243,30 @@ where
     }
 }
 
+/// The object key of `path` if the user may do `action` on it; otherwise
+/// records operation `op` as refused, tells the client why, and `None`.
+async fn permitted<W: AsyncWrite + Unpin>(
+    a: &Account,
+    op: &str,
+    action: &'static str,
+    path: &str,
+    started: Instant,
+    w: &mut W,
+) -> std::io::Result<Option<String>> {
+    match a
+        .object_key(path)
+        .and_then(|k| a.allow(action, &k).map(|_| k))
+    {
+        Ok(k) => Ok(Some(k)),
+        Err(refusal) => {
+            a.record(op, path, 0, started, Err(&refusal));
+            let msg = format!("{path}: Permission denied ({})", refusal.message());
+            warn(w, &msg).await?;
+            Ok(None)
+        }
+    }
+}
+
 /// Receives one file of `size` bytes into `path`; `false` if refused or
 /// not stored (the client was told why).
 async fn receive<R, W>(
@@ -257,20 +281,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let key = match a
-        .object_key(path)
-        .and_then(|k| a.allow("oss:PutObject", &k).map(|_| k))
-    {
-        Ok(k) => k,
-        Err(refusal) => {
-            a.record("put", path, 0, started, Err(&refusal));
-            warn(
-                w,
-                &format!("{path}: Permission denied ({})", refusal.message()),
-            )
-            .await?;
-            return Ok(false);
-        }
+    let Some(key) = permitted(a, "put", "oss:PutObject", path, started, w).await? else {
+        return Ok(false);
     };
     ack(w).await?;
     let mut up = Upload::new(a.bucket.clone(), key.clone(), Some(size));
@@ -333,20 +345,8 @@ where
     if let Err(why) = answer(r).await {
         return Err(std::io::Error::other(why));
     }
-    let key = match a
-        .object_key(path)
-        .and_then(|k| a.allow("oss:GetObject", &k).map(|_| k))
-    {
-        Ok(k) => k,
-        Err(refusal) => {
-            a.record("get", path, 0, started, Err(&refusal));
-            warn(
-                w,
-                &format!("{path}: Permission denied ({})", refusal.message()),
-            )
-            .await?;
-            return Ok(1);
-        }
+    let Some(key) = permitted(a, "get", "oss:GetObject", path, started, w).await? else {
+        return Ok(1);
     };
     let meta = match a.bucket.head(&key).await {
         Ok(m) => m,
